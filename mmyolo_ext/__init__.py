@@ -1,0 +1,14 @@
+"""mmyolo_ext: YOLOv7 for MMEngine, MMDetection 3.x and MMYOLO.
+
+``import mmyolo_ext`` (or ``custom_imports=dict(imports=['mmyolo_ext'])`` in a
+config) registers every module of the package, and applies two narrow fixes to
+mmengine 0.10.7 on today's torch (see :mod:`mmyolo_ext.engine.compat`).
+"""
+from .version import __version__
+from .engine import compat  # noqa: F401  (applies the fixes on import)
+from . import datasets, engine, models  # noqa: F401  (registers modules)
+from .registry import export_to_peer_scopes
+
+export_to_peer_scopes()
+
+__all__ = ['__version__']

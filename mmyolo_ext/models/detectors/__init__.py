@@ -1,0 +1,3 @@
+from .yolov7_detector import YOLOv7Detector
+
+__all__ = ['YOLOv7Detector']
