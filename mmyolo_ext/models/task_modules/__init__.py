@@ -1,1 +1,1 @@
-
+from .assigners import *  # noqa: F401,F403

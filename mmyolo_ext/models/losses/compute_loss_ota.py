@@ -1,0 +1,306 @@
+"""YOLOv7 loss: CIoU box, IoU-targeted objectness and one-hot class BCE on
+the cells chosen by a grid assigner (OTA by default)."""
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from mmengine.model import BaseModule
+from torch import Tensor
+
+from mmyolo_ext.registry import MODELS, TASK_UTILS
+from .ciou import ciou_xywh
+
+# Objectness weight of each level, by number of levels (official values).
+_DEFAULT_OBJ_LEVEL_WEIGHTS = {3: [4.0, 1.0, 0.4], 4: [4.0, 1.0, 0.25, 0.06]}
+
+
+@MODELS.register_module()
+class ComputeLossOTA(BaseModule):
+    """Loss of YOLOv7 (the official ``ComputeLossOTA`` and, with two heads,
+    ``ComputeLossAuxOTA``), batched.
+
+    Per level ``i`` and matched row (a cell matched twice counts twice):
+
+    * box: ``mean(1 - CIoU)`` of the decoded prediction
+      ``(2 sigmoid(t_xy) - 0.5, (2 sigmoid(t_wh))^2 * anchor)`` against the
+      ground truth, in cells relative to the matched cell;
+    * objectness: BCE-with-logits averaged over all ``bs * na * ny * nx``
+      cells, target ``clamp(CIoU, 0)`` (detached) at matched cells (the last
+      matched row of a cell wins) and 0 elsewhere, weighted by
+      ``obj_level_weights[i]``;
+    * class (only with ``num_classes > 1``): BCE-with-logits against the
+      one-hot class, averaged over ``rows * num_classes``.
+
+    Given ``2 * nl`` prediction tensors (lead then auxiliary head), the
+    auxiliary head is assigned by ``aux_assigner`` from the **lead**
+    predictions, its terms are computed on its own predictions and added
+    with weight ``aux_weight``, and the lead assignment uses
+    ``aux_lead_topk`` (as the reference's ``ComputeLossAuxOTA``, which uses
+    the top 20 IoUs for both heads).
+
+    Finally ``box``, ``obj`` and ``cls`` are multiplied by their gains and by
+    the batch size, so that their sum is the reference's returned ``loss``.
+
+    Gains: with ``scale_gains=True`` the given values are those of the
+    official hyp files and are scaled as the reference's ``train.py`` does:
+    ``box *= 3 / nl``, ``cls *= nc / 80 * 3 / nl``,
+    ``obj *= (nominal_img_size / 640) ** 2 * 3 / nl``; with
+    ``scale_gains=False`` they are used as given.
+
+    Setting ``assigner=dict(type='YOLOv5Assigner')`` gives the reference's
+    non-OTA ``ComputeLoss`` (every candidate cell is a match).
+
+    Args:
+        num_classes (int): Number of classes.
+        anchors (Sequence): Per level a list of ``[w, h]`` anchors in pixels.
+        strides (Sequence[int]): Per level stride in pixels.
+        box_gain (float): Box loss gain (hyp ``box``).
+        obj_gain (float): Objectness loss gain (hyp ``obj``).
+        cls_gain (float): Class loss gain (hyp ``cls``).
+        scale_gains (bool): Apply the reference's gain scaling rules.
+        nominal_img_size (int): Training size used by the objectness gain
+            rule (640 for P5 and tiny models, 1280 for P6).
+        obj_level_weights (Sequence[float], optional): Objectness weight per
+            level; default ``[4, 1, 0.4]`` (3 levels), ``[4, 1, 0.25, 0.06]``
+            (4 levels).
+        assigner (dict): Config of the lead-head assigner (TASK_UTILS).
+        aux_assigner (dict): Config of the auxiliary-head assigner.
+        aux_weight (float): Weight of the auxiliary head's terms.
+        aux_lead_topk (int): Dynamic-k top-k of the lead assignment when an
+            auxiliary head is given.
+        init_cfg (dict, optional): Initialisation config.
+    """
+
+    def __init__(self,
+                 num_classes: int,
+                 anchors: Sequence[Sequence[Sequence[float]]],
+                 strides: Sequence[int],
+                 box_gain: float = 0.05,
+                 obj_gain: float = 0.7,
+                 cls_gain: float = 0.3,
+                 scale_gains: bool = True,
+                 nominal_img_size: int = 640,
+                 obj_level_weights: Optional[Sequence[float]] = None,
+                 assigner: dict = dict(type='SimOTAAssigner'),
+                 aux_assigner: dict = dict(type='V7AuxAssigner'),
+                 aux_weight: float = 0.25,
+                 aux_lead_topk: int = 20,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        num_levels = len(strides)
+        if len(anchors) != num_levels:
+            raise ValueError(f'got {len(anchors)} anchor levels for '
+                             f'{num_levels} strides')
+        if obj_level_weights is None:
+            if num_levels not in _DEFAULT_OBJ_LEVEL_WEIGHTS:
+                raise ValueError('obj_level_weights must be given for '
+                                 f'{num_levels} levels')
+            obj_level_weights = _DEFAULT_OBJ_LEVEL_WEIGHTS[num_levels]
+        if len(obj_level_weights) != num_levels:
+            raise ValueError(f'{len(obj_level_weights)} obj_level_weights '
+                             f'for {num_levels} levels')
+        self.num_classes = num_classes
+        self.num_levels = num_levels
+        self.strides = [int(s) for s in strides]
+        self.obj_level_weights = [float(w) for w in obj_level_weights]
+        if scale_gains:
+            box_gain *= 3. / num_levels
+            cls_gain *= num_classes / 80. * 3. / num_levels
+            obj_gain *= (nominal_img_size / 640.)**2 * 3. / num_levels
+        self.box_gain, self.obj_gain, self.cls_gain = (box_gain, obj_gain,
+                                                       cls_gain)
+        anchors_px = torch.tensor(anchors, dtype=torch.float32)
+        if anchors_px.dim() != 3 or anchors_px.size(2) != 2:
+            raise ValueError('anchors must be per level a list of [w, h] '
+                             f'pairs, got shape {tuple(anchors_px.shape)}')
+        self.num_anchors = anchors_px.size(1)
+        self.register_buffer(
+            'anchors_grid',
+            anchors_px / torch.tensor(self.strides,
+                                      dtype=torch.float32).view(-1, 1, 1),
+            persistent=False)
+        self.assigner = TASK_UTILS.build(assigner)
+        self.aux_assigner = TASK_UTILS.build(aux_assigner)
+        self.aux_weight = aux_weight
+        self.aux_lead_topk = aux_lead_topk
+
+    def forward(self,
+                preds: Sequence[Tensor],
+                targets: Tensor,
+                input_hw: Tuple[int, int],
+                return_assignment: bool = False) -> Dict[str, object]:
+        """Compute the loss.
+
+        Args:
+            preds (Sequence[Tensor]): Per level raw predictions
+                ``(bs, na, ny, nx, 5 + nc)``, channels ``[tx, ty, tw, th,
+                obj, cls...]``; ``2 * nl`` tensors with an auxiliary head
+                (lead levels first).
+            targets (Tensor): ``(n, 6)`` rows ``[image, class, cx, cy, w,
+                h]``, the box normalised to the input size (x, w by the
+                width; y, h by the height).
+            input_hw (tuple[int, int]): Input height and width in pixels.
+            return_assignment (bool): Also return the matched cells.
+
+        Returns:
+            dict: ``loss_box``, ``loss_obj``, ``loss_cls`` (gain- and
+            batch-size-scaled); with ``return_assignment``, ``assignment``:
+            per level a dict of int64 tensors ``image, anchor, grid_y,
+            grid_x, target`` (``target`` = row of ``targets``), and with an
+            auxiliary head ``assignment_aux``.
+        """
+        self._check_preds(preds)
+        batch_size = preds[0].size(0)
+        targets = self._checked_targets(targets, batch_size)
+        lead_preds = list(preds[:self.num_levels])
+        with_aux = len(preds) == 2 * self.num_levels
+        anchors_grid = self.anchors_grid.to(preds[0].device)
+        lead_topk = (
+            self.aux_lead_topk
+            if with_aux and self.assigner.topk is not None else None)
+        lead_cells = self.assigner.assign_grid(
+            lead_preds,
+            targets,
+            anchors_grid,
+            self.strides,
+            input_hw,
+            topk=lead_topk).split_levels(self.num_levels)
+        heads = [('', lead_preds, lead_cells, 1.0)]
+        if with_aux:
+            aux_cells = self.aux_assigner.assign_grid(
+                lead_preds, targets, anchors_grid, self.strides,
+                input_hw).split_levels(self.num_levels)
+            heads.append(
+                ('aux ', list(preds[self.num_levels:]), aux_cells,
+                 self.aux_weight))
+
+        terms: List[Tuple[str, Tensor]] = []  # (name, value) for checking
+        loss_box = loss_obj = loss_cls = preds[0].new_zeros(())
+        for head_name, head_preds, head_cells, weight in heads:
+            for level in range(self.num_levels):
+                box, obj, cls = self._level_terms(head_preds[level],
+                                                  head_cells[level], targets,
+                                                  anchors_grid[level])
+                name = f'{head_name}level {level}'
+                terms += [(f'box ({name})', box), (f'obj ({name})', obj),
+                          (f'cls ({name})', cls)]
+                loss_box = loss_box + weight * box
+                loss_obj = loss_obj + (self.obj_level_weights[level] *
+                                       weight) * obj
+                loss_cls = loss_cls + weight * cls
+        self._check_finite(terms)
+        losses: Dict[str, object] = dict(
+            loss_box=loss_box * (self.box_gain * batch_size),
+            loss_obj=loss_obj * (self.obj_gain * batch_size),
+            loss_cls=loss_cls * (self.cls_gain * batch_size))
+        if return_assignment:
+            losses['assignment'] = lead_cells
+            if with_aux:
+                losses['assignment_aux'] = aux_cells
+        return losses
+
+    def _level_terms(self, pred: Tensor, cells: Dict[str, Tensor],
+                     targets: Tensor,
+                     anchors: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """Box, objectness and class terms of one level of one head."""
+        _, _, ny, nx, _ = pred.shape
+        obj_logits = pred[..., 4]
+        # BCE(x, t) = softplus(x) - x * t: the dense part has target 0
+        obj_term = F.softplus(obj_logits.float()).mean()
+        zero = obj_term.new_zeros(())
+        image, anchor = cells['image'], cells['anchor']
+        grid_y, grid_x = cells['grid_y'], cells['grid_x']
+        if image.numel() == 0:
+            return zero, obj_term, zero
+        rows = pred[image, anchor, grid_y, grid_x].float()
+        matched = targets[cells['target']]
+        pred_xy = rows[:, :2].sigmoid() * 2. - 0.5
+        pred_wh = (rows[:, 2:4].sigmoid() * 2)**2 * anchors[anchor]
+        grid = torch.stack([grid_x, grid_y], 1)
+        target_box = matched[:, 2:6] * matched.new_tensor([nx, ny, nx, ny])
+        target_box[:, :2] -= grid
+        ciou = ciou_xywh(torch.cat([pred_xy, pred_wh], 1), target_box)
+        box_term = (1.0 - ciou).mean()
+
+        # objectness targets: one value per cell, the last matched row's
+        cell = ((image * pred.size(1) + anchor) * ny + grid_y) * nx + grid_x
+        order = torch.argsort(cell, stable=True)
+        sorted_cell = cell[order]
+        is_last = torch.ones_like(sorted_cell, dtype=torch.bool)
+        is_last[:-1] = sorted_cell[1:] != sorted_cell[:-1]
+        last_rows = order[is_last]
+        obj_target = ciou.detach()[last_rows].clamp(min=0)
+        obj_term = obj_term - (rows[last_rows, 4] *
+                               obj_target).sum() / obj_logits.numel()
+
+        cls_term = zero
+        if self.num_classes > 1:
+            one_hot = torch.zeros_like(rows[:, 5:])
+            one_hot[torch.arange(rows.size(0), device=rows.device),
+                    matched[:, 1].long()] = 1.0
+            cls_term = F.binary_cross_entropy_with_logits(rows[:, 5:],
+                                                          one_hot)
+        return box_term, obj_term, cls_term
+
+    def _check_preds(self, preds: Sequence[Tensor]) -> None:
+        """Raise a ValueError naming the prediction that has a bad shape."""
+        if len(preds) not in (self.num_levels, 2 * self.num_levels):
+            raise ValueError(
+                f'expected {self.num_levels} prediction tensors (or '
+                f'{2 * self.num_levels} with an auxiliary head), got '
+                f'{len(preds)}')
+        channels = 5 + self.num_classes
+        batch_size = preds[0].size(0) if preds[0].dim() else -1
+        for i, pred in enumerate(preds):
+            if (pred.dim() != 5 or pred.size(0) != batch_size
+                    or pred.size(1) != self.num_anchors
+                    or pred.size(4) != channels):
+                raise ValueError(
+                    f'prediction {i} has shape {tuple(pred.shape)}; expected '
+                    f'({batch_size}, {self.num_anchors}, ny, nx, {channels})')
+            if i >= self.num_levels and (pred.shape !=
+                                         preds[i - self.num_levels].shape):
+                raise ValueError(
+                    f'auxiliary prediction {i} has shape {tuple(pred.shape)}'
+                    ', lead has '
+                    f'{tuple(preds[i - self.num_levels].shape)}')
+
+    def _checked_targets(self, targets: Tensor, batch_size: int) -> Tensor:
+        """Validate ``targets`` with one host synchronisation; raise a
+        ValueError naming the first bad row."""
+        if targets.dim() != 2 or targets.size(1) != 6:
+            raise ValueError('targets must be (n, 6) rows [image, class, cx, '
+                             f'cy, w, h], got shape {tuple(targets.shape)}')
+        targets = targets.detach().float()
+        image, label, boxes = targets[:, 0], targets[:, 1], targets[:, 2:]
+        bad_image = (image < 0) | (image >= batch_size) | (image !=
+                                                             image.floor())
+        bad_label = (label < 0) | (label >= self.num_classes) | (
+            label != label.floor())
+        bad_box = ~torch.isfinite(boxes).all(1) | (boxes[:, 2:] < 0).any(1)
+        bad = bad_image | bad_label | bad_box
+        if bool(bad.any()):
+            row = int(torch.nonzero(bad)[0, 0])
+            values = targets[row].tolist()
+            if bad_image[row]:
+                what = (f'image index {values[0]} is not an integer in '
+                        f'[0, {batch_size})')
+            elif bad_label[row]:
+                what = (f'class id {values[1]} is not an integer in '
+                        f'[0, {self.num_classes})')
+            else:
+                what = (f'box {values[2:]} has a non-finite value or a '
+                        'negative size')
+            raise ValueError(
+                f'bad target row {row} (image {values[0]:g}): {what}')
+        return targets
+
+    @staticmethod
+    def _check_finite(terms: List[Tuple[str, Tensor]]) -> None:
+        """Raise a RuntimeError naming the first non-finite loss term (one
+        host synchronisation)."""
+        finite = torch.isfinite(torch.stack([value.detach()
+                                             for _, value in terms]))
+        if not bool(finite.all()):
+            name = terms[int(torch.nonzero(~finite)[0, 0])][0]
+            raise RuntimeError(f'non-finite loss term: {name}')

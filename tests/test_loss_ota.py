@@ -1,0 +1,278 @@
+"""ComputeLossOTA against the official YOLOv7 loss vectors, and its handling
+of bad or degenerate input."""
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+import mmyolo_ext  # noqa: F401  (registers the modules)
+from mmyolo_ext.registry import MODELS
+
+DATA = Path(__file__).resolve().parent / 'data'
+VECTOR_FILES = sorted(p.name for p in DATA.glob('*ota_*.pt'))
+# the reference's hyp files (box, cls, obj before its scaling rules)
+HYP_FILES = {
+    'hyp.scratch.p5.yaml': (0.05, 0.3, 0.7),
+    'hyp.scratch.p6.yaml': (0.05, 0.3, 0.7),
+    'hyp.scratch.tiny.yaml': (0.05, 0.5, 1.0),
+}
+P5_ANCHORS = [[[12, 16], [19, 36], [40, 28]], [[36, 75], [76, 55], [72, 146]],
+              [[142, 110], [192, 243], [459, 401]]]
+
+
+def load_case(name):
+    return torch.load(DATA / name, weights_only=True)
+
+
+def dense(shape, obj, index, values):
+    """Rebuild a dense head output from the vectors' sparse layout."""
+    out = torch.zeros(shape)
+    out[..., 4] = obj
+    b, a, gj, gi = index.unbind(1)
+    out[b, a, gj, gi] = values
+    return out
+
+
+def case_preds(case, key_obj='preds_obj', key_sparse='preds_sparse'):
+    return [
+        dense(s, o, i, v) for s, o, i, v in zip(
+            case['pred_shapes'], case[key_obj], case['sparse_index'],
+            case[key_sparse])
+    ]
+
+
+def build_loss(case, **kwargs):
+    hyp = case['hyp']
+    cfg = dict(
+        type='ComputeLossOTA',
+        box_gain=hyp['box'],
+        obj_gain=hyp['obj'],
+        cls_gain=hyp['cls'],
+        scale_gains=False)
+    cfg.update(kwargs)
+    return MODELS.build(
+        cfg,
+        default_args=dict(
+            num_classes=case['nc'],
+            anchors=case['anchors_px'],
+            strides=case['stride']))
+
+
+def reference_rows(case, matches):
+    """Per level a multiset of (image, anchor, gy, gx, target row)."""
+    targets = case['targets']
+    levels = []
+    for level in range(len(matches['as'])):
+        rows = []
+        for b, a, gj, gi, target in zip(matches['matching_bs'][level],
+                                        matches['as'][level],
+                                        matches['gjs'][level],
+                                        matches['gis'][level],
+                                        matches['targets'][level]):
+            # the vectors store the matched target row's values
+            row = int(torch.nonzero((targets == target).all(1))[0, 0])
+            rows.append((int(b), int(a), int(gj), int(gi), row))
+        levels.append(Counter(rows))
+    return levels
+
+
+def our_rows(cells):
+    return [
+        Counter(
+            zip(*(level[key].tolist()
+                  for key in ('image', 'anchor', 'grid_y', 'grid_x',
+                              'target')))) for level in cells
+    ]
+
+
+def run_case(case, input_hw, **kwargs):
+    preds = [p.requires_grad_() for p in case_preds(case)]
+    loss_module = build_loss(case, **kwargs)
+    out = loss_module(
+        preds, case['targets'], input_hw, return_assignment=True)
+    total = out['loss_box'] + out['loss_obj'] + out['loss_cls']
+    total.backward()
+    return out, total, [p.grad for p in preds]
+
+
+@pytest.mark.parametrize('name', VECTOR_FILES)
+def test_matches_losses_and_gradients_equal_reference(name):
+    case = load_case(name)
+    height, width = case['imgs_shape'][2:]
+    if height != width:
+        # The reference converts ground truths to pixels by the image height
+        # only; calling with a square input size of that height reproduces
+        # it (the input size is used for nothing else).
+        width = height
+    out, total, grads = run_case(case, (height, width))
+
+    assert our_rows(out['assignment']) == reference_rows(
+        case, case['matches'])
+    if 'matches_aux' in case:
+        assert our_rows(out['assignment_aux']) == reference_rows(
+            case, case['matches_aux'])
+    else:
+        assert 'assignment_aux' not in out
+
+    items = torch.stack(
+        [out['loss_box'], out['loss_obj'], out['loss_cls']]).detach()
+    torch.testing.assert_close(
+        items / case['bs'], case['loss_items'][:3], rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(
+        total.detach().view(1), case['loss'], rtol=1e-5, atol=0)
+    for got, expected in zip(grads, case_preds(case, 'grads_obj',
+                                               'grads_sparse')):
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-7)
+
+
+def test_nonsquare_input_scales_each_axis():
+    """The reference scales x and w by the image height too; we use the
+    width. The two differ exactly in the ground-truth pixel boxes."""
+    case = load_case('ota_p5_nonsquare.pt')
+    height, width = case['imgs_shape'][2:]
+    assert height != width
+    out, total, _ = run_case(case, (height, width))
+    assert our_rows(out['assignment']) != reference_rows(
+        case, case['matches'])
+    assert torch.isfinite(total)
+    # every match is a candidate of the reference rule (same cells pool)
+    candidates = {
+        tuple(row)
+        for level in case['candidates'] for row in level['index'].tolist()
+    }
+    for level in out['assignment']:
+        for b, a, gj, gi in zip(level['image'].tolist(),
+                                level['anchor'].tolist(),
+                                level['grid_y'].tolist(),
+                                level['grid_x'].tolist()):
+            assert (b, a, gj, gi) in candidates
+
+
+@pytest.mark.parametrize('name', VECTOR_FILES)
+def test_hyp_file_gains_scale_to_stored_hyp(name):
+    case = load_case(name)
+    box, cls, obj = HYP_FILES[case['hyp_name']]
+    loss_module = build_loss(
+        case,
+        box_gain=box,
+        cls_gain=cls,
+        obj_gain=obj,
+        scale_gains=True,
+        nominal_img_size=case['imgsz_for_hyp'])
+    hyp = case['hyp']
+    assert loss_module.box_gain == pytest.approx(hyp['box'], rel=1e-12)
+    assert loss_module.cls_gain == pytest.approx(hyp['cls'], rel=1e-12)
+    assert loss_module.obj_gain == pytest.approx(hyp['obj'], rel=1e-12)
+    assert loss_module.obj_level_weights == case['balance']
+
+
+def test_chunked_matching_gives_the_same_result():
+    case = load_case('ota_p5_nc80_crowd.pt')
+    height, width = case['imgs_shape'][2:]
+    whole, total, grads = run_case(case, (height, width))
+    tiny_budget = dict(type='SimOTAAssigner', max_pair_bytes=1)
+    chunked, chunked_total, chunked_grads = run_case(
+        case, (height, width), assigner=tiny_budget)
+    assert our_rows(chunked['assignment']) == our_rows(whole['assignment'])
+    torch.testing.assert_close(chunked_total, total, rtol=0, atol=0)
+    for a, b in zip(chunked_grads, grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def p5_loss(num_classes=3, **kwargs):
+    return MODELS.build(
+        dict(type='ComputeLossOTA', **kwargs),
+        default_args=dict(
+            num_classes=num_classes, anchors=P5_ANCHORS, strides=[8, 16,
+                                                                  32]))
+
+
+def p5_preds(batch_size=2, size=128, num_classes=3, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [
+        torch.randn((batch_size, 3, size // s, size // s, 5 + num_classes),
+                    generator=gen).requires_grad_() for s in (8, 16, 32)
+    ]
+
+
+def test_empty_batch_image_and_unmatchable_target_work_on_cpu():
+    loss_module = p5_loss()
+    preds = p5_preds(batch_size=3)
+    empty = loss_module(preds, torch.zeros(0, 6), (128, 128))
+    assert float(empty['loss_box']) == 0 and float(empty['loss_cls']) == 0
+    assert float(empty['loss_obj'].detach()) > 0
+    # image 1 has no target; the target of image 2 is far too elongated for
+    # every anchor (ratio test fails), so image 2 has no candidate at all
+    targets = torch.tensor([[0, 1, 0.5, 0.5, 0.2, 0.3],
+                            [2, 2, 0.5, 0.5, 0.9, 0.01]])
+    out = loss_module(preds, targets, (128, 128), return_assignment=True)
+    assigned = torch.cat([level['target'] for level in out['assignment']])
+    assert assigned.numel() > 0 and bool((assigned == 0).all())
+    assert all(
+        bool((level['image'] == 0).all()) for level in out['assignment'])
+    sum(out[k] for k in ('loss_box', 'loss_obj', 'loss_cls')).backward()
+    assert all(torch.isfinite(p.grad).all() for p in preds)
+
+
+def test_zero_size_boxes_never_give_nan():
+    loss_module = p5_loss()
+    preds = p5_preds()
+    targets = torch.tensor([[0, 0, 0.5, 0.5, 0.0, 0.3],
+                            [0, 1, 0.3, 0.3, 0.2, 0.0],
+                            [1, 2, 0.6, 0.6, 0.0, 0.0],
+                            [1, 2, 0.4, 0.6, 0.3, 0.2]])
+    out = loss_module(preds, targets, (128, 128))
+    total = sum(out.values())
+    total.backward()
+    assert torch.isfinite(total)
+    assert all(torch.isfinite(p.grad).all() for p in preds)
+
+
+@pytest.mark.parametrize('row, message', [
+    ([1, 3, 0.5, 0.5, 0.2, 0.2], r'row 1 \(image 1\): class id 3'),
+    ([1, -1, 0.5, 0.5, 0.2, 0.2], r'row 1 \(image 1\): class id -1'),
+    ([1, 1.5, 0.5, 0.5, 0.2, 0.2], r'row 1 \(image 1\): class id 1.5'),
+    ([1, 0, float('nan'), 0.5, 0.2, 0.2], r'row 1 \(image 1\): box'),
+    ([1, 0, 0.5, 0.5, float('inf'), 0.2], r'row 1 \(image 1\): box'),
+    ([2, 0, 0.5, 0.5, 0.2, 0.2], r'row 1 \(image 2\): image index 2'),
+])
+def test_bad_targets_raise_naming_image_and_row(row, message):
+    loss_module = p5_loss()
+    targets = torch.tensor([[0, 0, 0.5, 0.5, 0.2, 0.2], row])
+    with pytest.raises(ValueError, match=message):
+        loss_module(p5_preds(), targets, (128, 128))
+
+
+def test_bad_prediction_shapes_raise():
+    loss_module = p5_loss()
+    preds = p5_preds()
+    with pytest.raises(ValueError, match='expected 3 prediction tensors'):
+        loss_module(preds[:2], torch.zeros(0, 6), (128, 128))
+    preds[1] = preds[1][..., :-1]
+    with pytest.raises(ValueError, match='prediction 1 has shape'):
+        loss_module(preds, torch.zeros(0, 6), (128, 128))
+
+
+def test_non_finite_loss_term_names_term_and_level():
+    loss_module = p5_loss()
+    preds = [p.detach().clone() for p in p5_preds()]
+    preds[2][0, 0, 0, 0, 4] = float('nan')
+    with pytest.raises(RuntimeError, match=r'obj \(level 2\)'):
+        loss_module(preds, torch.zeros(0, 6), (128, 128))
+
+
+def test_yolov5_assigner_matches_every_candidate():
+    """``assigner=YOLOv5Assigner`` is the reference's non-OTA ComputeLoss:
+    its matches are the 3-cell candidates, in the reference's order."""
+    case = load_case('ota_p5_nc80.pt')
+    height, width = case['imgs_shape'][2:]
+    out, total, _ = run_case(
+        case, (height, width), assigner=dict(type='YOLOv5Assigner'))
+    for level, cands in zip(out['assignment'], case['candidates']):
+        ours = torch.stack([
+            level['image'], level['anchor'], level['grid_y'],
+            level['grid_x']
+        ], 1)
+        assert torch.equal(ours, cands['index'])
+    assert torch.isfinite(total)
