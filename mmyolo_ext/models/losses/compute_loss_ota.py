@@ -8,6 +8,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from mmyolo_ext.registry import MODELS, TASK_UTILS
+from ..task_modules.assigners.ota_core import GridCells, gather_cells
 from .ciou import ciou_xywh
 
 # Objectness weight of each level, by number of levels (official values).
@@ -152,95 +153,129 @@ class ComputeLossOTA(BaseModule):
         self._check_preds(preds)
         batch_size = preds[0].size(0)
         targets = self._checked_targets(targets, batch_size)
-        lead_preds = list(preds[:self.num_levels])
-        with_aux = len(preds) == 2 * self.num_levels
+        nl = self.num_levels
+        lead_preds = list(preds[:nl])
+        with_aux = len(preds) == 2 * nl
+        grid_sizes = [tuple(p.shape[2:4]) for p in lead_preds]
         anchors_grid = self.anchors_grid.to(preds[0].device)
+
+        # lead head: gather the candidates' rows once, for the matching and
+        # (the matched ones) for the loss
+        cands = self.assigner.candidates(targets, grid_sizes, anchors_grid)
+        cand_rows = gather_cells(lead_preds, cands)
         lead_topk = (
             self.aux_lead_topk
             if with_aux and self.assigner.topk is not None else None)
-        lead_cells = self.assigner.assign_grid(
-            lead_preds,
-            targets,
-            anchors_grid,
-            self.strides,
-            input_hw,
-            topk=lead_topk).split_levels(self.num_levels)
-        heads = [('', lead_preds, lead_cells, 1.0)]
+        lead_cells, lead_index = self.assigner.match(
+            cands, cand_rows, targets, anchors_grid, self.strides, input_hw,
+            batch_size, lead_topk)
+        head_cells = [lead_cells]
+        head_rows = [cand_rows[lead_index]]
         if with_aux:
-            aux_cells = self.aux_assigner.assign_grid(
-                lead_preds, targets, anchors_grid, self.strides,
-                input_hw).split_levels(self.num_levels)
-            heads.append(
-                ('aux ', list(preds[self.num_levels:]), aux_cells,
-                 self.aux_weight))
+            # the auxiliary assignment is made on the lead predictions
+            aux_cands = self.aux_assigner.candidates(targets, grid_sizes,
+                                                     anchors_grid)
+            with torch.no_grad():
+                aux_cand_rows = gather_cells(lead_preds, aux_cands)
+            aux_cells, _ = self.aux_assigner.match(aux_cands, aux_cand_rows,
+                                                   targets, anchors_grid,
+                                                   self.strides, input_hw,
+                                                   batch_size)
+            head_cells.append(aux_cells)
+            head_rows.append(gather_cells(preds[nl:], aux_cells))
 
-        terms: List[Tuple[str, Tensor]] = []  # (name, value) for checking
-        loss_box = loss_obj = loss_cls = preds[0].new_zeros(())
-        for head_name, head_preds, head_cells, weight in heads:
-            for level in range(self.num_levels):
-                box, obj, cls = self._level_terms(head_preds[level],
-                                                  head_cells[level], targets,
-                                                  anchors_grid[level])
-                name = f'{head_name}level {level}'
-                terms += [(f'box ({name})', box), (f'obj ({name})', obj),
-                          (f'cls ({name})', cls)]
-                loss_box = loss_box + weight * box
-                loss_obj = loss_obj + (self.obj_level_weights[level] *
-                                       weight) * obj
-                loss_cls = loss_cls + weight * cls
-        self._check_finite(terms)
+        box, obj, cls = self._level_terms(preds, head_cells, head_rows,
+                                          targets, anchors_grid)
+        self._check_finite(box, obj, cls)
+        head_weight = box.new_tensor([1.0, self.aux_weight][:len(head_cells)])
+        obj_weight = head_weight[:, None] * box.new_tensor(
+            self.obj_level_weights)
         losses: Dict[str, object] = dict(
-            loss_box=loss_box * (self.box_gain * batch_size),
-            loss_obj=loss_obj * (self.obj_gain * batch_size),
-            loss_cls=loss_cls * (self.cls_gain * batch_size))
+            loss_box=(box * head_weight[:, None]).sum() *
+            (self.box_gain * batch_size),
+            loss_obj=(obj * obj_weight).sum() * (self.obj_gain * batch_size),
+            loss_cls=(cls * head_weight[:, None]).sum() *
+            (self.cls_gain * batch_size))
         if return_assignment:
-            losses['assignment'] = lead_cells
+            losses['assignment'] = lead_cells.split_levels(nl)
             if with_aux:
-                losses['assignment_aux'] = aux_cells
+                losses['assignment_aux'] = aux_cells.split_levels(nl)
         return losses
 
-    def _level_terms(self, pred: Tensor, cells: Dict[str, Tensor],
+    def _level_terms(self, preds: Sequence[Tensor],
+                     head_cells: List[GridCells], head_rows: List[Tensor],
                      targets: Tensor,
-                     anchors: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """Box, objectness and class terms of one level of one head."""
-        _, _, ny, nx, _ = pred.shape
-        obj_logits = pred[..., 4]
-        # BCE(x, t) = softplus(x) - x * t: the dense part has target 0
-        obj_term = F.softplus(obj_logits.float()).mean()
-        zero = obj_term.new_zeros(())
-        image, anchor = cells['image'], cells['anchor']
-        grid_y, grid_x = cells['grid_y'], cells['grid_x']
-        if image.numel() == 0:
-            return zero, obj_term, zero
-        rows = pred[image, anchor, grid_y, grid_x].float()
-        matched = targets[cells['target']]
-        pred_xy = rows[:, :2].sigmoid() * 2. - 0.5
-        pred_wh = (rows[:, 2:4].sigmoid() * 2)**2 * anchors[anchor]
-        grid = torch.stack([grid_x, grid_y], 1)
-        target_box = matched[:, 2:6] * matched.new_tensor([nx, ny, nx, ny])
-        target_box[:, :2] -= grid
-        ciou = ciou_xywh(torch.cat([pred_xy, pred_wh], 1), target_box)
-        box_term = (1.0 - ciou).mean()
+                     anchors_grid: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """Unweighted box, objectness and class terms, each ``(heads, nl)``.
 
-        # objectness targets: one value per cell, the last matched row's
-        cell = ((image * pred.size(1) + anchor) * ny + grid_y) * nx + grid_x
-        order = torch.argsort(cell, stable=True)
-        sorted_cell = cell[order]
-        is_last = torch.ones_like(sorted_cell, dtype=torch.bool)
-        is_last[:-1] = sorted_cell[1:] != sorted_cell[:-1]
-        last_rows = order[is_last]
-        obj_target = ciou.detach()[last_rows].clamp(min=0)
-        obj_term = obj_term - (rows[last_rows, 4] *
-                               obj_target).sum() / obj_logits.numel()
+        The matched rows of all heads and levels are processed together;
+        per-(head, level) means are segment sums divided by segment sizes.
+        """
+        nl = self.num_levels
+        num_heads = len(head_cells)
+        num_segments = num_heads * nl
+        cells = GridCells(*(torch.cat(fields) for fields in zip(
+            *((c.image, c.anchor, c.grid_y, c.grid_x, c.target, c.level)
+              for c in head_cells))))
+        head = torch.cat([
+            torch.full_like(c.level, h) for h, c in enumerate(head_cells)
+        ])
+        segment = head * nl + cells.level
+        rows = torch.cat(head_rows).float()
+        dense_obj = torch.stack([
+            F.softplus(pred[..., 4].float()).mean()
+            for pred in preds[:num_segments]
+        ])  # BCE(x, 0) = softplus(x); (heads * nl) in pred order
+        zero = dense_obj.new_zeros(num_segments)
+        if rows.size(0) == 0:
+            return (zero.view(num_heads, nl), dense_obj.view(num_heads, nl),
+                    zero.view(num_heads, nl))
+        count = torch.bincount(segment, minlength=num_segments).to(rows)
 
-        cls_term = zero
+        # box: CIoU in cells, relative to the matched cell
+        sizes = rows.new_tensor([[p.size(3), p.size(2)] for p in preds[:nl]])
+        matched = targets[cells.target]
+        grid = torch.stack([cells.grid_x, cells.grid_y], 1)
+        level_wh = sizes[cells.level]
+        target_box = torch.cat([
+            matched[:, 2:4] * level_wh - grid, matched[:, 4:6] * level_wh
+        ], 1)
+        pred_box = torch.cat([
+            rows[:, :2].sigmoid() * 2. - 0.5,
+            (rows[:, 2:4].sigmoid() * 2)**2 *
+            anchors_grid[cells.level, cells.anchor]
+        ], 1)
+        ciou = ciou_xywh(pred_box, target_box)
+        box = zero.index_add(0, segment, 1.0 - ciou) / count.clamp(min=1)
+
+        # objectness: BCE(x, t) = softplus(x) - x * t; one target per cell,
+        # the last matched row's
+        shape = torch.tensor([p.shape[1:4] for p in preds[:nl]],
+                             device=rows.device)[cells.level]  # na, ny, nx
+        cell = ((cells.image * shape[:, 0] + cells.anchor) * shape[:, 1] +
+                cells.grid_y) * shape[:, 2] + cells.grid_x
+        num_cells = max(p[..., 4].numel() for p in preds[:nl])
+        order = torch.argsort(segment * num_cells + cell, stable=True)
+        sorted_key = (segment * num_cells + cell)[order]
+        is_last = torch.ones_like(sorted_key, dtype=torch.bool)
+        is_last[:-1] = sorted_key[1:] != sorted_key[:-1]
+        last = order[is_last]
+        numel = rows.new_tensor([p[..., 4].numel() for p in preds[:num_segments]])
+        obj = dense_obj - zero.index_add(
+            0, segment[last],
+            rows[last, 4] * ciou.detach()[last].clamp(min=0)) / numel
+
+        # class: BCE against the one-hot class, mean over rows and classes
+        cls = zero
         if self.num_classes > 1:
             one_hot = torch.zeros_like(rows[:, 5:])
-            one_hot[torch.arange(rows.size(0), device=rows.device),
-                    matched[:, 1].long()] = 1.0
-            cls_term = F.binary_cross_entropy_with_logits(rows[:, 5:],
-                                                          one_hot)
-        return box_term, obj_term, cls_term
+            one_hot.scatter_(1, matched[:, 1:2].long(), 1.0)
+            cls_rows = F.binary_cross_entropy_with_logits(
+                rows[:, 5:], one_hot, reduction='none').sum(1)
+            cls = zero.index_add(0, segment, cls_rows) / (
+                count.clamp(min=1) * self.num_classes)
+        return (box.view(num_heads, nl), obj.view(num_heads, nl),
+                cls.view(num_heads, nl))
 
     def _check_preds(self, preds: Sequence[Tensor]) -> None:
         """Raise a ValueError naming the prediction that has a bad shape."""
@@ -296,11 +331,14 @@ class ComputeLossOTA(BaseModule):
         return targets
 
     @staticmethod
-    def _check_finite(terms: List[Tuple[str, Tensor]]) -> None:
-        """Raise a RuntimeError naming the first non-finite loss term (one
-        host synchronisation)."""
-        finite = torch.isfinite(torch.stack([value.detach()
-                                             for _, value in terms]))
+    def _check_finite(box: Tensor, obj: Tensor, cls: Tensor) -> None:
+        """Raise a RuntimeError naming the first non-finite loss term, its
+        head and level (one host synchronisation)."""
+        terms = torch.stack([box, obj, cls]).detach()  # (3, heads, nl)
+        finite = torch.isfinite(terms)
         if not bool(finite.all()):
-            name = terms[int(torch.nonzero(~finite)[0, 0])][0]
-            raise RuntimeError(f'non-finite loss term: {name}')
+            term, head, level = torch.nonzero(~finite)[0].tolist()
+            head_name = 'auxiliary head, ' if head else ''
+            raise RuntimeError(
+                f'non-finite loss term: {("box", "obj", "cls")[term]} '
+                f'({head_name}level {level}) = {terms[term, head, level]}')

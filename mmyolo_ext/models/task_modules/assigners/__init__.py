@@ -1,9 +1,11 @@
-from .ota_core import GridAssignerBase, GridCells, dynamic_k_matching, grid_candidates
+from .ota_core import (GridAssignerBase, GridCells, dynamic_k_matching,
+                       gather_cells, grid_candidates)
 from .simota_assigner import SimOTAAssigner
 from .v7_aux_assigner import V7AuxAssigner
 from .yolov5_assigner import YOLOv5Assigner
 
 __all__ = [
-    'GridAssignerBase', 'GridCells', 'dynamic_k_matching', 'grid_candidates',
+    'GridAssignerBase', 'GridCells', 'dynamic_k_matching', 'gather_cells',
+    'grid_candidates',
     'SimOTAAssigner', 'V7AuxAssigner', 'YOLOv5Assigner'
 ]

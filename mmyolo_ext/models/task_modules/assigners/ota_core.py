@@ -22,6 +22,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+# Default working memory of one chunk of the matching: small enough to stay
+# in the CPU caches, large enough to keep the per-chunk overhead low.
+DEFAULT_MAX_PAIR_BYTES = 4 * 2**20
+
 # Working memory of one (ground truth, candidate) pair in dynamic_k_matching:
 # IoU temporaries, class cost, total cost, sort key and top-k buffers.
 _BYTES_PER_PAIR = 64
@@ -83,7 +87,7 @@ class GridCells:
 
 
 def grid_candidates(targets: Tensor, grid_sizes: Sequence[Tuple[int, int]],
-                    anchors_grid: Sequence[Tensor], anchor_t: float,
+                    anchors_grid: Tensor, anchor_t: float,
                     neighbour_bias: float) -> GridCells:
     """YOLOv5 candidate rule on every level.
 
@@ -92,14 +96,15 @@ def grid_candidates(targets: Tensor, grid_sizes: Sequence[Tuple[int, int]],
     holding the box centre and the neighbour cells whose side the centre is
     closer to than ``neighbour_bias`` cells (0.5: the two nearest neighbours,
     1.0: all four), a neighbour being used only when the centre is more than
-    one cell away from the grid border on that side.
+    one cell away from the grid border on that side. All levels are handled
+    at once.
 
     Args:
         targets (Tensor): ``(n, 6)`` rows ``[image, class, cx, cy, w, h]``,
             the box normalised to the input size.
         grid_sizes (Sequence[tuple[int, int]]): ``(ny, nx)`` per level.
-        anchors_grid (Sequence[Tensor]): per level ``(na, 2)`` anchor sizes
-            in grid cells of that level.
+        anchors_grid (Tensor): ``(nl, na, 2)`` anchor sizes in grid cells of
+            their level.
         anchor_t (float): Largest allowed ratio between box and anchor sides.
         neighbour_bias (float): 0.5 (3 cells) or 1.0 (5 cells).
 
@@ -110,39 +115,46 @@ def grid_candidates(targets: Tensor, grid_sizes: Sequence[Tuple[int, int]],
         holding the same cell.
     """
     device = targets.device
-    entries = []
     offsets = torch.tensor(
         _NEIGHBOUR_OFFSETS, device=device) * neighbour_bias  # (5, 2)
-    for level, ((ny, nx), anchors) in enumerate(zip(grid_sizes,
-                                                    anchors_grid)):
-        gain = torch.tensor([nx, ny, nx, ny],
-                            dtype=targets.dtype,
-                            device=device)
-        boxes = targets[:, 2:6] * gain  # grid units
-        ratio = boxes[None, :, 2:4] / anchors[:, None, :]  # (na, n, 2)
-        fits = torch.max(ratio, 1. / ratio).amax(dim=2) < anchor_t
-        centre = boxes[:, :2]
-        to_far_side = gain[:2] - centre
-        near_low = (centre % 1. < neighbour_bias) & (centre > 1.)
-        near_high = (to_far_side % 1. < neighbour_bias) & (to_far_side > 1.)
-        use_offset = torch.stack([
-            torch.ones_like(near_low[:, 0]), near_low[:, 0], near_low[:, 1],
-            near_high[:, 0], near_high[:, 1]
-        ])  # (5, n)
-        offset_i, anchor_i, target_i = torch.nonzero(
-            use_offset[:, None, :] & fits[None], as_tuple=True)
-        cell = (centre[target_i] - offsets[offset_i]).long()
-        entries.append(
-            GridCells(
-                image=targets[target_i, 0].long(),
-                anchor=anchor_i,
-                grid_y=cell[:, 1].clamp_(0, ny - 1),
-                grid_x=cell[:, 0].clamp_(0, nx - 1),
-                target=target_i,
-                level=torch.full_like(target_i, level)))
-    return GridCells(*(torch.cat(field) for field in zip(
-        *((e.image, e.anchor, e.grid_y, e.grid_x, e.target, e.level)
-          for e in entries))))
+    sizes = torch.tensor([[nx, ny] for ny, nx in grid_sizes],
+                         dtype=targets.dtype,
+                         device=device)  # (nl, 2)
+    gain = sizes.repeat(1, 2)  # (nl, 4): nx, ny, nx, ny
+    boxes = targets[None, :, 2:6] * gain[:, None]  # (nl, n, 4) grid units
+    ratio = boxes[:, None, :, 2:4] / anchors_grid[:, :, None]  # (nl,na,n,2)
+    fits = torch.max(ratio, 1. / ratio).amax(dim=3) < anchor_t
+    centre = boxes[..., :2]  # (nl, n, 2)
+    to_far_side = sizes[:, None] - centre
+    near_low = (centre % 1. < neighbour_bias) & (centre > 1.)
+    near_high = (to_far_side % 1. < neighbour_bias) & (to_far_side > 1.)
+    use_offset = torch.stack([
+        torch.ones_like(near_low[..., 0]), near_low[..., 0],
+        near_low[..., 1], near_high[..., 0], near_high[..., 1]
+    ], 1)  # (nl, 5, n)
+    level, offset_i, anchor_i, target_i = torch.nonzero(
+        use_offset[:, :, None, :] & fits[:, None], as_tuple=True)
+    cell = (centre[level, target_i] - offsets[offset_i]).long()
+    limit = sizes.long()[level] - 1
+    return GridCells(
+        image=targets[target_i, 0].long(),
+        anchor=anchor_i,
+        grid_y=torch.minimum(cell[:, 1].clamp_(min=0), limit[:, 1]),
+        grid_x=torch.minimum(cell[:, 0].clamp_(min=0), limit[:, 0]),
+        target=target_i,
+        level=level)
+
+
+def gather_cells(preds: Sequence[Tensor], cells: GridCells) -> Tensor:
+    """Channel vectors ``(K, C)`` of the predictions at the given cells, in
+    the cells' order (differentiable)."""
+    rows = []
+    for level, pred in enumerate(preds):
+        at_level = cells.level == level
+        rows.append(pred[cells.image[at_level], cells.anchor[at_level],
+                         cells.grid_y[at_level], cells.grid_x[at_level]])
+    # cells are grouped by level, so the concatenation keeps their order
+    return torch.cat(rows)
 
 
 def slots_in_segments(segment: Tensor,
@@ -168,10 +180,10 @@ def box_iou_xyxy(boxes1: Tensor, boxes2: Tensor,
     lower bound of the union: 0 gives the plain IoU (a zero union, which only
     two empty boxes can have, gives IoU 0 rather than NaN).
     """
-    inter_w = (torch.min(boxes1[..., 2], boxes2[..., 2]) -
-               torch.max(boxes1[..., 0], boxes2[..., 0])).clamp_(min=0)
-    inter_h = (torch.min(boxes1[..., 3], boxes2[..., 3]) -
-               torch.max(boxes1[..., 1], boxes2[..., 1])).clamp_(min=0)
+    inter_w = torch.minimum(boxes1[..., 2], boxes2[..., 2]).sub_(
+        torch.maximum(boxes1[..., 0], boxes2[..., 0])).clamp_(min=0)
+    inter_h = torch.minimum(boxes1[..., 3], boxes2[..., 3]).sub_(
+        torch.maximum(boxes1[..., 1], boxes2[..., 1])).clamp_(min=0)
     inter = inter_w.mul_(inter_h)
     area1 = (boxes1[..., 2] - boxes1[..., 0]) * (boxes1[..., 3] -
                                                  boxes1[..., 1])
@@ -181,13 +193,6 @@ def box_iou_xyxy(boxes1: Tensor, boxes2: Tensor,
     union = union.clamp_(min=union_eps if union_eps > 0 else
                          torch.finfo(union.dtype).tiny)
     return inter.div_(union)
-
-
-def _sortable_keys(cost: Tensor, column: Tensor) -> Tensor:
-    """int64 keys ordering float32 costs ascending, ties by column index."""
-    bits = cost.contiguous().view(torch.int32)
-    bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
-    return (bits.to(torch.int64) << 32) | column
 
 
 def dynamic_k_matching(
@@ -204,7 +209,7 @@ def dynamic_k_matching(
         iou_eps: float = 1e-8,
         union_eps: float = 0.,
         pair_penalty: Optional[Callable[[Tensor, Tensor], Tensor]] = None,
-        max_pair_bytes: int = 512 * 2**20) -> Tuple[Tensor, Tensor]:
+        max_pair_bytes: int = DEFAULT_MAX_PAIR_BYTES) -> Tuple[Tensor, Tensor]:
     """SimOTA dynamic-k matching, batched over images.
 
     Per image, with all its ground truths ``g`` and candidate columns ``c``:
@@ -222,10 +227,12 @@ def dynamic_k_matching(
        the lowest cost in that column among all ground truths of the image
        (the first one on equal costs).
 
-    Images are padded to ``(B, G, C)``; ground truths are processed in chunks
-    sized by ``max_pair_bytes`` (the column minimum and the take counts are
-    accumulated across chunks, so the result does not depend on the chunk
-    size).
+    Images are padded to ``(B, G, C)`` (padding gets an infinite cost and
+    zero IoU by construction, so no masks are applied to the pairs); ground
+    truths are processed in chunks of at most ``max_pair_bytes`` of working
+    memory. The take counts and the column minimum are accumulated across
+    chunks, so the result does not depend on the chunk size; small chunks
+    stay in the CPU caches.
 
     Args:
         gt_boxes (Tensor): ``(N, 4)`` xyxy ground-truth boxes.
@@ -254,82 +261,99 @@ def dynamic_k_matching(
     """
     num_gts, num_cands = gt_boxes.size(0), cand_boxes.size(0)
     device = cand_boxes.device
-    matched = torch.full((num_cands, ), -1, dtype=torch.long, device=device)
-    matched_iou = cand_boxes.new_zeros(num_cands)
     if num_gts == 0 or num_cands == 0:
-        return matched, matched_iou
+        return (torch.full((num_cands, ), -1, dtype=torch.long,
+                           device=device), cand_boxes.new_zeros(num_cands))
+    num_classes = cand_cls_delta.size(1)
     gt_slot, max_gts = slots_in_segments(gt_image, num_images)
     cand_slot, max_cands = slots_in_segments(cand_image, num_images)
+    inf = float('inf')
+
+    # padded candidates: empty boxes (IoU 0) and infinite class cost
     shape_bc = (num_images, max_cands)
     pad_boxes = cand_boxes.new_zeros(shape_bc + (4, ))
     pad_boxes[cand_image, cand_slot] = cand_boxes
     pad_cand = torch.full(shape_bc, -1, dtype=torch.long, device=device)
     pad_cand[cand_image, cand_slot] = torch.arange(num_cands, device=device)
     col_valid = pad_cand >= 0
-    pad_base = cand_cls_base.new_zeros(shape_bc)
+    pad_base = cand_cls_base.new_full(shape_bc, inf)
     pad_base[cand_image, cand_slot] = cand_cls_base
-    # (B, nc, C): gathering along dim 1 with the labels gives (B, g, C)
-    pad_delta = cand_cls_delta.new_zeros(
-        (num_images, cand_cls_delta.size(1), max_cands))
-    pad_delta[cand_image, :, cand_slot] = cand_cls_delta
+    # (B * (nc + 1), C) rows of class-cost corrections; the extra class
+    # (label of padded ground truths) is infinite, so padded rows never win
+    # a column
+    pad_delta = cand_cls_delta.new_full((num_images, num_classes + 1,
+                                         max_cands), inf)
+    pad_delta[:, :num_classes].transpose(1, 2)[cand_image,
+                                               cand_slot] = cand_cls_delta
+    pad_delta = pad_delta.view(-1, max_cands)
     shape_bg = (num_images, max_gts)
     pad_gt_boxes = gt_boxes.new_zeros(shape_bg + (4, ))
     pad_gt_boxes[gt_image, gt_slot] = gt_boxes
-    pad_labels = gt_labels.new_zeros(shape_bg)
+    pad_labels = torch.full(
+        shape_bg, num_classes, dtype=torch.long, device=device)
     pad_labels[gt_image, gt_slot] = gt_labels
+    # row of each ground truth's class in pad_delta
+    delta_row = pad_labels + (torch.arange(num_images, device=device) *
+                              (num_classes + 1))[:, None]
     pad_gt = torch.full(shape_bg, -1, dtype=torch.long, device=device)
     pad_gt[gt_image, gt_slot] = torch.arange(num_gts, device=device)
-    gt_valid = pad_gt >= 0
 
     num_top = min(topk, max_cands)
     column = torch.arange(max_cands, device=device)
+    rank = torch.arange(num_top, device=device)
     take_count = torch.zeros(shape_bc, dtype=torch.long, device=device)
     taker = torch.full(shape_bc, -1, dtype=torch.long, device=device)
-    col_min = torch.full(shape_bc, float('inf'), device=device)
+    col_min = cand_boxes.new_full(shape_bc, inf)
     col_argmin = torch.zeros(shape_bc, dtype=torch.long, device=device)
-    rank = torch.arange(num_top, device=device)
-    image_base = (torch.arange(num_images, device=device) * max_cands)[:,
-                                                                        None,
-                                                                        None]
-    chunk = max(1, max_pair_bytes // (_BYTES_PER_PAIR * num_images *
-                                      max_cands))
+    image_base = (torch.arange(num_images, device=device) *
+                  max_cands).view(-1, 1, 1)
+    chunk = max(1,
+                max_pair_bytes // (_BYTES_PER_PAIR * num_images * max_cands))
     for start in range(0, max_gts, chunk):
         end = min(start + chunk, max_gts)
-        boxes = pad_gt_boxes[:, start:end]
-        valid = gt_valid[:, start:end, None] & col_valid[:, None, :]
-        iou = box_iou_xyxy(boxes[:, :, None, :], pad_boxes[:, None, :, :],
-                           union_eps).masked_fill_(~valid, 0.)
+        boxes = pad_gt_boxes[:, start:end, None, :]
+        iou = box_iou_xyxy(boxes, pad_boxes[:, None], union_eps)
         dynamic_k = torch.topk(
             iou, num_top, dim=2).values.sum(2).int().clamp_(min=1)
-        labels = pad_labels[:, start:end, None].expand(-1, -1, max_cands)
-        cost = torch.gather(pad_delta, 1, labels).add_(pad_base[:, None, :])
-        cost.add_(torch.log(iou + iou_eps).mul_(-iou_weight))
+        cost = pad_delta.index_select(0, delta_row[:, start:end].reshape(-1))
+        cost = cost.view(num_images, end - start,
+                         max_cands).add_(pad_base[:, None])
+        cost.add_(torch.log(iou.add_(iou_eps)), alpha=-iou_weight)
         if pair_penalty is not None:
-            cost.add_(pair_penalty(boxes, pad_cand))
-        cost.masked_fill_(~valid, float('inf'))
-        keys = _sortable_keys(cost, column)
+            cost.add_(pair_penalty(boxes[:, :, 0], pad_cand))
+        # costs are >= 0 up to rounding; as non-negative floats their bit
+        # patterns sort like the values: append the column for the ties
+        keys = cost.clamp_(min=0).view(torch.int32).to(torch.int64)
+        keys = keys.bitwise_left_shift_(32).bitwise_or_(column)
         picked = torch.topk(keys, num_top, dim=2, largest=False).indices
-        takes = (rank < dynamic_k[..., None]) & gt_valid[:, start:end, None]
-        flat_cols = (picked + image_base)[takes]
-        take_count.view(-1).index_add_(
-            0, flat_cols, torch.ones_like(flat_cols))
-        gt_slots = torch.arange(start, end, device=device)[None, :, None]
+        picked_valid = torch.gather(
+            col_valid[:, None].expand(-1, end - start, -1), 2, picked)
+        takes = ((rank < dynamic_k[..., None]) & picked_valid &
+                 (pad_gt[:, start:end, None] >= 0))
+        # masked updates without boolean indexing (no host synchronisation)
+        flat_cols = (picked + image_base).view(-1)
+        take_count.view(-1).index_add_(0, flat_cols, takes.view(-1).long())
+        gt_slots = torch.arange(start, end, device=device).view(1, -1, 1)
         taker.view(-1).scatter_reduce_(
             0, flat_cols,
-            gt_slots.expand_as(picked)[takes],
+            torch.where(takes, gt_slots, -1).view(-1),
             reduce='amax')
-        chunk_min, chunk_argmin = cost.min(dim=1)
+        # column minimum and its first ground truth (float amin twice is
+        # much faster than min(dim) with indices over a middle dimension;
+        # slots are exact in float32)
+        chunk_min = cost.amin(dim=1)
+        chunk_argmin = torch.where(cost == chunk_min[:, None],
+                                   gt_slots.to(cost), inf).amin(dim=1).long()
         better = chunk_min < col_min
         col_min = torch.where(better, chunk_min, col_min)
-        col_argmin = torch.where(better, chunk_argmin + start, col_argmin)
+        col_argmin = torch.where(better, chunk_argmin, col_argmin)
 
     owner_slot = torch.where(take_count > 1, col_argmin, taker)
     owner = torch.gather(pad_gt, 1, owner_slot.clamp(min=0))
     owner = torch.where(take_count > 0, owner, -1)
     matched = owner[cand_image, cand_slot]
-    is_matched = matched >= 0
     matched_iou = torch.where(
-        is_matched,
+        matched >= 0,
         box_iou_xyxy(gt_boxes[matched.clamp(min=0)], cand_boxes, union_eps),
         0.)
     return matched, matched_iou
@@ -341,7 +365,15 @@ class GridAssignerBase:
     Candidates come from :func:`grid_candidates`; with ``topk=None`` every
     candidate is a match (YOLOv5 / the reference's ``ComputeLoss``),
     otherwise the candidates are matched by :func:`dynamic_k_matching` on the
-    decoded predictions (the reference's ``ComputeLossOTA``).
+    decoded predictions (the reference's ``ComputeLossOTA``): cost
+    ``class BCE + iou_weight * -log(IoU + iou_eps)``, where the class BCE is
+    that of ``p = sqrt(sigmoid(cls) * sigmoid(obj))`` against the one-hot
+    class, and ground-truth boxes are converted to pixels with the input
+    width (x, w) and height (y, h).
+
+    :meth:`assign_grid` is the whole assignment; a loss that also needs the
+    candidates' prediction rows calls :meth:`candidates` and :meth:`match`
+    itself and gathers them once.
 
     Args:
         anchor_t (float): Largest box/anchor side ratio of a candidate.
@@ -351,7 +383,9 @@ class GridAssignerBase:
             matching, candidates are the matches.
         iou_weight (float): Weight of ``-log(IoU)`` in the matching cost.
         iou_eps (float): Added to the IoU inside the log.
-        max_pair_bytes (int): Working-memory budget of the matching.
+        max_pair_bytes (int): Working memory of one chunk of the matching
+            (the default keeps a chunk in the CPU caches; the result does not
+            depend on it).
     """
 
     def __init__(self,
@@ -360,7 +394,7 @@ class GridAssignerBase:
                  topk: Optional[int] = 10,
                  iou_weight: float = 3.0,
                  iou_eps: float = 1e-8,
-                 max_pair_bytes: int = 512 * 2**20) -> None:
+                 max_pair_bytes: int = DEFAULT_MAX_PAIR_BYTES) -> None:
         if neighbour_bias not in (0.5, 1.0):
             raise ValueError(
                 f'neighbour_bias must be 0.5 or 1.0, got {neighbour_bias}')
@@ -371,43 +405,52 @@ class GridAssignerBase:
         self.iou_eps = iou_eps
         self.max_pair_bytes = max_pair_bytes
 
+    def candidates(self, targets: Tensor,
+                   grid_sizes: Sequence[Tuple[int, int]],
+                   anchors_grid: Tensor) -> GridCells:
+        """Candidate cells of the YOLOv5 rule (see :func:`grid_candidates`).
+        """
+        return grid_candidates(targets, grid_sizes, anchors_grid,
+                               self.anchor_t, self.neighbour_bias)
+
     @torch.no_grad()
-    def assign_grid(self,
-                    preds: Sequence[Tensor],
-                    targets: Tensor,
-                    anchors_grid: Sequence[Tensor],
-                    strides: Sequence[int],
-                    input_hw: Tuple[int, int],
-                    topk: Optional[int] = None) -> GridCells:
-        """Assign ground truths to cells.
+    def match(self,
+              cands: GridCells,
+              cand_rows: Tensor,
+              targets: Tensor,
+              anchors_grid: Tensor,
+              strides: Sequence[int],
+              input_hw: Tuple[int, int],
+              num_images: int,
+              topk: Optional[int] = None) -> Tuple[GridCells, Tensor]:
+        """Select the matches among the candidates.
 
         Args:
-            preds (Sequence[Tensor]): Per level raw predictions
-                ``(bs, na, ny, nx, 5 + nc)``.
-            targets (Tensor): ``(n, 6)`` rows ``[image, class, cx, cy, w,
-                h]``, normalised to the input size; validated by the caller.
-            anchors_grid (Sequence[Tensor]): Per level ``(na, 2)`` anchors in
-                grid cells.
+            cands (GridCells): Candidates from :meth:`candidates`.
+            cand_rows (Tensor): ``(K, 5 + nc)`` raw predictions at the
+                candidates (:func:`gather_cells`).
+            targets (Tensor): ``(n, 6)`` float rows ``[image, class, cx, cy,
+                w, h]`` normalised to the input size.
+            anchors_grid (Tensor): ``(nl, na, 2)`` anchors in grid cells.
             strides (Sequence[int]): Per level stride in pixels.
             input_hw (tuple[int, int]): Input height and width in pixels.
+            num_images (int): Batch size.
             topk (int, optional): Overrides ``self.topk`` when given.
 
         Returns:
-            GridCells: The matches. Without matching, in candidate order;
-            with matching, per level by image then candidate order.
+            tuple[GridCells, Tensor]: The matched cells with their
+            ground-truth rows (without matching, i.e. ``topk`` None, all
+            candidates in their order; otherwise per level by image then
+            candidate order), and the index of each in ``cands``.
         """
-        targets = targets.float()
-        grid_sizes = [tuple(p.shape[2:4]) for p in preds]
-        cands = grid_candidates(targets, grid_sizes, anchors_grid,
-                                self.anchor_t, self.neighbour_bias)
         topk = self.topk if topk is None else topk
         if topk is None or len(cands) == 0:
-            return cands
+            return cands, torch.arange(len(cands), device=cands.image.device)
         boxes, cls_base, cls_delta = self._candidate_costs(
-            preds, cands, anchors_grid, strides)
+            cand_rows.detach().float(), cands, anchors_grid, strides)
         height, width = input_hw
-        scale = targets.new_tensor([width, height, width, height])
-        gt_xywh = targets[:, 2:6] * scale
+        gt_xywh = targets[:, 2:6] * targets.new_tensor(
+            [width, height, width, height])
         gt_boxes = torch.cat(
             [gt_xywh[:, :2] - gt_xywh[:, 2:] / 2,
              gt_xywh[:, :2] + gt_xywh[:, 2:] / 2], 1)
@@ -419,52 +462,72 @@ class GridAssignerBase:
             cands.image,
             cls_base,
             cls_delta,
-            num_images=preds[0].size(0),
+            num_images=num_images,
             topk=topk,
             iou_weight=self.iou_weight,
             iou_eps=self.iou_eps,
             max_pair_bytes=self.max_pair_bytes)
-        keep = matched >= 0
+        keep = torch.nonzero(matched >= 0, as_tuple=True)[0]
         # per level: by image, then candidate order (a stable sort)
-        sort_key = cands.level * preds[0].size(0) + cands.image
-        order = torch.argsort(sort_key[keep], stable=True)
-        return cands.with_target(matched).index(
-            torch.nonzero(keep, as_tuple=True)[0][order])
+        sort_key = cands.level[keep] * num_images + cands.image[keep]
+        keep = keep[torch.argsort(sort_key, stable=True)]
+        return cands.with_target(matched).index(keep), keep
+
+    @torch.no_grad()
+    def assign_grid(self,
+                    preds: Sequence[Tensor],
+                    targets: Tensor,
+                    anchors_grid: Tensor,
+                    strides: Sequence[int],
+                    input_hw: Tuple[int, int],
+                    topk: Optional[int] = None) -> GridCells:
+        """Assign ground truths to cells.
+
+        Args:
+            preds (Sequence[Tensor]): Per level raw predictions
+                ``(bs, na, ny, nx, 5 + nc)``.
+            targets (Tensor): ``(n, 6)`` rows ``[image, class, cx, cy, w,
+                h]``, normalised to the input size; validated by the caller.
+            anchors_grid (Tensor): ``(nl, na, 2)`` anchors in grid cells.
+            strides (Sequence[int]): Per level stride in pixels.
+            input_hw (tuple[int, int]): Input height and width in pixels.
+            topk (int, optional): Overrides ``self.topk`` when given.
+
+        Returns:
+            GridCells: The matches. Without matching, in candidate order;
+            with matching, per level by image then candidate order.
+        """
+        targets = targets.float()
+        cands = self.candidates(targets, [tuple(p.shape[2:4]) for p in preds],
+                                anchors_grid)
+        if (self.topk if topk is None else topk) is None:
+            return cands
+        return self.match(cands, gather_cells(preds, cands), targets,
+                          anchors_grid, strides, input_hw, preds[0].size(0),
+                          topk)[0]
 
     @staticmethod
     def _candidate_costs(
-            preds: Sequence[Tensor], cands: GridCells,
-            anchors_grid: Sequence[Tensor],
+            rows: Tensor, cands: GridCells, anchors_grid: Tensor,
             strides: Sequence[int]) -> Tuple[Tensor, Tensor, Tensor]:
         """Decoded boxes (pixels, xyxy) and class-cost terms of candidates.
 
         The class cost is the BCE of ``p = sqrt(sigmoid(cls) *
-        sigmoid(obj))``, written as a logit, against the one-hot target:
-        summed over classes it is ``sum_j softplus(z_j) - z_label``.
+        sigmoid(obj))`` against the one-hot target. Summed over classes it is
+        ``base - log(1 - p_j)`` summed over all classes ``j``, plus
+        ``delta[j] = log(1 - p_j) - log(p_j)`` at the target class.
         """
-        num_cands = len(cands)
-        num_classes = preds[0].size(-1) - 5
-        boxes = preds[0].new_empty((num_cands, 4), dtype=torch.float32)
-        logits = preds[0].new_empty((num_cands, num_classes),
-                                    dtype=torch.float32)
-        for level, (pred, anchors, stride) in enumerate(
-                zip(preds, anchors_grid, strides)):
-            at_level = torch.nonzero(cands.level == level, as_tuple=True)[0]
-            if at_level.numel() == 0:
-                continue
-            anchor = cands.anchor[at_level]
-            grid_x = cands.grid_x[at_level]
-            grid_y = cands.grid_y[at_level]
-            rows = pred[cands.image[at_level], anchor, grid_y,
-                        grid_x].float()
-            grid = torch.stack([grid_x, grid_y], 1)
-            xy = (rows[:, :2].sigmoid() * 2. - 0.5 + grid) * stride
-            wh = (rows[:, 2:4].sigmoid() * 2)**2 * anchors[anchor] * stride
-            boxes[at_level] = torch.cat([xy - wh / 2, xy + wh / 2], 1)
-            prob = (rows[:, 5:].sigmoid() * rows[:, 4:5].sigmoid()).sqrt_()
-            # keep the logit finite where a probability rounds to 0 or 1
-            finfo = torch.finfo(prob.dtype)
-            prob = prob.clamp_(min=finfo.tiny, max=1. - finfo.eps / 2)
-            logits[at_level] = torch.log(prob / (1 - prob))
-        cls_base = torch.nn.functional.softplus(logits).sum(1)
-        return boxes, cls_base, -logits
+        stride = rows.new_tensor(strides)[cands.level, None]
+        anchor = anchors_grid[cands.level, cands.anchor]
+        grid = torch.stack([cands.grid_x, cands.grid_y], 1)
+        xy = (rows[:, :2].sigmoid() * 2. - 0.5 + grid) * stride
+        wh = (rows[:, 2:4].sigmoid() * 2)**2 * anchor * stride
+        boxes = torch.cat([xy - wh / 2, xy + wh / 2], 1)
+        prob = rows[:, 5:].sigmoid().mul_(rows[:, 4:5].sigmoid()).sqrt_()
+        # keep both logs finite where a probability rounds to 0 or 1
+        finfo = torch.finfo(prob.dtype)
+        prob.clamp_(min=finfo.tiny, max=1. - finfo.eps / 2)
+        log_neg = torch.log1p(prob.neg())
+        cls_base = log_neg.sum(1).neg_()
+        cls_delta = log_neg.sub_(prob.log_())
+        return boxes, cls_base, cls_delta

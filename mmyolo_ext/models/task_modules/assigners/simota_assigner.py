@@ -1,6 +1,6 @@
 """SimOTA assigner for YOLOv7 grid candidates (and YOLOX centre priors)."""
 from mmyolo_ext.registry import TASK_UTILS
-from .ota_core import GridAssignerBase
+from .ota_core import DEFAULT_MAX_PAIR_BYTES, GridAssignerBase
 
 
 @TASK_UTILS.register_module()
@@ -18,7 +18,7 @@ class SimOTAAssigner(GridAssignerBase):
         neighbour_bias (float): 0.5 (3 cells) or 1.0 (5 cells).
         topk (int): Number of top IoUs summed for the dynamic k.
         iou_weight (float): Weight of ``-log(IoU)`` in the cost.
-        max_pair_bytes (int): Working-memory budget of the matching.
+        max_pair_bytes (int): Working memory of one matching chunk.
     """
 
     def __init__(self,
@@ -26,7 +26,7 @@ class SimOTAAssigner(GridAssignerBase):
                  neighbour_bias: float = 0.5,
                  topk: int = 10,
                  iou_weight: float = 3.0,
-                 max_pair_bytes: int = 512 * 2**20) -> None:
+                 max_pair_bytes: int = DEFAULT_MAX_PAIR_BYTES) -> None:
         super().__init__(
             anchor_t=anchor_t,
             neighbour_bias=neighbour_bias,
