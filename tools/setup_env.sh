@@ -44,11 +44,11 @@ PY="$VENV/bin/python"
 PIP=("$PY" -m pip --disable-pip-version-check)
 
 # Build tooling: setuptools must still ship pkg_resources (mmcv's setup.py) and satisfy torch.
-"$PY" - <<'PYEOF' 2>/dev/null || "${PIP[@]}" install -q "setuptools>=77,<81" wheel ninja
+"$PY" - <<'PYEOF' 2>/dev/null || "${PIP[@]}" install -q "setuptools>=77,<81" wheel ninja "numpy>=2,<3"
 import importlib.metadata as m
 v = tuple(int(x) for x in m.version("setuptools").split(".")[:2])
 assert (77, 0) <= v < (81, 0)
-m.version("wheel"); m.version("ninja")
+m.version("wheel"); m.version("ninja"); m.version("numpy")
 PYEOF
 
 # ---- torch (kept when present) ----------------------------------------------------
@@ -58,11 +58,15 @@ else
   say "installing $TORCH_SPEC"
   "${PIP[@]}" install -q "$TORCH_SPEC"
 fi
-TORCH_TAG=$("$PY" -c 'import torch; print(torch.__version__.replace("+", "_"))')
-CUDA_HOME_GUESS=$("$PY" -c 'from torch.utils.cpp_extension import CUDA_HOME; print(CUDA_HOME or "")' 2>/dev/null || true)
-HAS_CUDA=$("$PY" -c 'import torch; print(int(torch.version.cuda is not None))')
-if [ "$HAS_CUDA" = 1 ] && [ -n "$CUDA_HOME_GUESS" ] && [ -x "$CUDA_HOME_GUESS/bin/nvcc" ]; then
-  OPS_KIND="cuda$("$PY" -c 'import torch; print(torch.version.cuda)')"
+# one interpreter start for all torch facts: version tag, CUDA build, nvcc
+read -r TORCH_TAG CUDA_VERSION CUDA_HOME_GUESS < <("$PY" - <<'PYEOF'
+import torch
+from torch.utils.cpp_extension import CUDA_HOME
+print(torch.__version__.replace('+', '_'), torch.version.cuda or '-', CUDA_HOME or '-')
+PYEOF
+)
+if [ "$CUDA_VERSION" != - ] && [ -x "$CUDA_HOME_GUESS/bin/nvcc" ]; then
+  OPS_KIND="cuda$CUDA_VERSION"
   export FORCE_CUDA=1
 else
   OPS_KIND=cpu
@@ -99,8 +103,10 @@ else
 fi
 
 # ---- the rest of the stack and mmyolo_ext -----------------------------------------
-if "$PY" -c 'import mmyolo_ext, mmyolo, mmdet, pycocotools, pytest' 2>/dev/null \
-   && "$PY" -m pip show -q mmyolo_ext 2>/dev/null | grep -q . ; then
+if "$PY" - "$ROOT" <<'PYEOF' 2>/dev/null; then
+import sys, mmyolo_ext, mmyolo, mmdet, pycocotools, pytest, psutil
+assert mmyolo_ext.__file__.startswith(sys.argv[1])  # editable, this checkout
+PYEOF
   say "OpenMMLab stack and mmyolo_ext already installed"
 else
   say "installing mmengine, mmdet, mmyolo, pycocotools and mmyolo_ext (editable)"
