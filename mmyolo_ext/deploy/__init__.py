@@ -1,1 +1,3 @@
+from .reparameterize import reparameterize
 
+__all__ = ['reparameterize']

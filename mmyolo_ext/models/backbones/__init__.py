@@ -1,1 +1,3 @@
+from .elan_backbone import ELANBackbone
 
+__all__ = ['ELANBackbone']

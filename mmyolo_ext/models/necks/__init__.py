@@ -1,1 +1,3 @@
+from .sppcspc_neck import SPPCSPCNeck
 
+__all__ = ['SPPCSPCNeck']

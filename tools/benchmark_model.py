@@ -1,0 +1,148 @@
+"""Parameters, GFLOPs and CPU forward time of the YOLOv7 models.
+
+Prints, per model, our parameter counts (training model and after
+:func:`mmyolo_ext.deploy.reparameterize`) and GFLOPs at the official input
+size next to the official figures, then the batch-1 forward time on the CPU
+of the unfused and the re-parameterized model. Figures are printed, never
+asserted.
+
+Usage::
+
+    python tools/benchmark_model.py                      # all, time tiny + l
+    python tools/benchmark_model.py --archs tiny --time-archs tiny --repeats 5
+"""
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import List
+
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import mmyolo_ext  # noqa: E402,F401  (registers the modules)
+from mmyolo_ext.deploy import reparameterize  # noqa: E402
+
+ARCHS = ('tiny', 'l', 'x', 'w6', 'e6', 'd6', 'e6e')
+# official figures (FACTS.md table 1): name, input size, params (training
+# cfg), params (deploy, fused), GFLOPs
+OFFICIAL = {
+    'tiny': ('yolov7-tiny', 640, 6_228_762, 6_219_709, 13.8),
+    'l': ('yolov7', 640, 37_622_682, 36_905_341, 104.7),
+    'x': ('yolov7x', 640, 71_347_394, 71_311_741, 189.9),
+    'w6': ('yolov7-w6', 1280, 82_312_436, 70_394_300, 360.0),
+    'e6': ('yolov7-e6', 1280, 111_898_292, 97_202_940, 515.2),
+    'd6': ('yolov7-d6', 1280, 154_709_364, 133_757_052, 806.8),
+    'e6e': ('yolov7-e6e', 1280, 166_408_884, 151_687_420, 843.2),
+}
+
+
+def build_model(arch: str, device: str) -> nn.Module:
+    """Our model of ``arch`` from its base config (no loss)."""
+    from mmyolo.registry import MODELS
+    cfg = Config.fromfile(
+        str(REPO_ROOT / 'configs' / '_base_' / 'models' /
+            f'yolov7_{arch}.py'))
+    init_default_scope(cfg.default_scope)
+    cfg.model.bbox_head.loss = None
+    with torch.device(device):
+        model = MODELS.build(cfg.model)
+    if device != 'meta':
+        model.init_weights()
+    return model.eval()
+
+
+def num_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def conv_gflops(model: nn.Module, size: int) -> float:
+    """GFLOPs (2 x multiply-accumulates) of the convolutions for one
+    ``size`` x ``size`` image, the official convention. Runs on the meta
+    device, so it costs no compute."""
+    macs: List[int] = []
+
+    def count(module, _, output):
+        kernel = module.weight[0].numel()  # c_in / groups * kh * kw
+        macs.append(output.numel() * kernel)
+
+    handles = [
+        m.register_forward_hook(count) for m in model.modules()
+        if isinstance(m, nn.Conv2d)
+    ]
+    with torch.no_grad():
+        model(torch.empty(1, 3, size, size, device='meta'), mode='tensor')
+    for handle in handles:
+        handle.remove()
+    return 2 * sum(macs) / 1e9
+
+
+def forward_time(model: nn.Module, size: int, warmup: int,
+                 repeats: int) -> float:
+    """Median seconds of a batch-1 forward at ``size`` x ``size``."""
+    inputs = torch.rand(1, 3, size, size)
+    times = []
+    with torch.no_grad():
+        for i in range(warmup + repeats):
+            start = time.perf_counter()
+            model(inputs, mode='tensor')
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--archs', default=','.join(ARCHS),
+                        help='models whose size and GFLOPs are printed')
+    parser.add_argument('--time-archs', default='tiny,l',
+                        help="models timed on the CPU ('' for none)")
+    parser.add_argument('--size', type=int, default=640,
+                        help='timing input size')
+    parser.add_argument('--warmup', type=int, default=1)
+    parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument('--threads', type=int, default=1,
+                        help='torch CPU threads')
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    archs = [a for a in args.archs.split(',') if a]
+    time_archs = [a for a in args.time_archs.split(',') if a]
+    for arch in archs + time_archs:
+        if arch not in OFFICIAL:
+            parser.error(f'unknown arch {arch!r}; choose from {ARCHS}')
+
+    print('model        input  params train (official)   params fused '
+          '(official)   GFLOPs fused (official)')
+    for arch in archs:
+        name, size, train_ref, fused_ref, gflops_ref = OFFICIAL[arch]
+        model = build_model(arch, 'meta')
+        train_params = num_params(model)
+        reparameterize(model)
+        fused_params = num_params(model)
+        gflops = conv_gflops(model, size)
+        print(f'{name:<12} {size:>5}  {train_params:>12,} ({train_ref:>11,})'
+              f'  {fused_params:>12,} ({fused_ref:>11,})'
+              f'  {gflops:>8.1f} ({gflops_ref:>6.1f})')
+
+    if time_archs:
+        print(f'\nCPU forward, batch 1, {args.size}x{args.size}, '
+              f'{args.threads} thread(s), median of {args.repeats}:')
+        print('model        unfused (s)  re-parameterized (s)  speed-up')
+    for arch in time_archs:
+        model = build_model(arch, 'cpu')
+        unfused = forward_time(model, args.size, args.warmup, args.repeats)
+        reparameterize(model)
+        fused = forward_time(model, args.size, args.warmup, args.repeats)
+        print(f'{OFFICIAL[arch][0]:<12} {unfused:>11.3f}  {fused:>20.3f}  '
+              f'{unfused / fused:>7.2f}x')
+
+
+if __name__ == '__main__':
+    main()
