@@ -4,8 +4,13 @@
    mmengine checkpoint holds the message hub's ``HistoryBuffer`` objects (with
    numpy arrays inside), so ``--resume`` fails with ``Unsupported global:
    mmengine.logging.history_buffer.HistoryBuffer`` (mmengine #1655). We add
-   exactly those classes to torch's allow-list of safe globals; the loader
-   stays ``weights_only`` and any other global is still refused.
+   exactly what an mmengine checkpoint pickles to torch's allow-list of safe
+   globals: ``HistoryBuffer``, the numpy array/scalar reconstructors inside
+   it, ``collections.Counter`` (MultiStepLR milestones) and, for the
+   statistics methods HistoryBuffer pickles by reference
+   (``getattr(HistoryBuffer, 'mean')``), a ``getattr`` that resolves only
+   public methods of HistoryBuffer. The loader stays ``weights_only``; any
+   other global, or any other ``getattr``, is still refused.
 2. The ``pytorch`` launcher on a machine without CUDA. mmengine calls
    ``torch.cuda.set_device`` and hands ``device_ids=[LOCAL_RANK]`` to DDP; both
    fail without CUDA. Where CUDA is absent we skip ``set_device``, use gloo
@@ -13,7 +18,11 @@
    ``device_ids``, as PyTorch requires for CPU modules. With CUDA present
    nothing changes.
 """
+import collections
 import functools
+import inspect
+import pickle
+from typing import Callable
 
 import numpy as np
 import torch
@@ -31,11 +40,28 @@ def _numpy_safe_globals() -> list:
             *dtype_classes]
 
 
+def _history_buffer_getattr(owner: object, name: str) -> Callable:
+    """``getattr`` as a weights-only checkpoint may use it: only to fetch a
+    public method of HistoryBuffer (its pickled statistics methods)."""
+    method = getattr(HistoryBuffer, name, None) \
+        if owner is HistoryBuffer and not name.startswith('_') else None
+    if not inspect.isfunction(method):
+        raise pickle.UnpicklingError(
+            f'weights-only load refused getattr({owner!r}, {name!r}): only '
+            'the statistics methods of mmengine HistoryBuffer are allowed')
+    return method
+
+
 def allow_mmengine_checkpoints() -> None:
     """Let ``torch.load(weights_only=True)`` read mmengine checkpoints."""
-    if hasattr(torch.serialization, 'add_safe_globals'):  # torch>=2.4
-        torch.serialization.add_safe_globals(
-            [HistoryBuffer, *_numpy_safe_globals()])
+    if not hasattr(torch.serialization, 'add_safe_globals'):  # torch<2.4
+        return
+    torch.serialization.add_safe_globals([
+        HistoryBuffer, collections.Counter, *_numpy_safe_globals(),
+        # protocol-2 pickles name builtins '__builtin__'
+        (_history_buffer_getattr, '__builtin__.getattr'),
+        (_history_buffer_getattr, 'builtins.getattr')
+    ])
 
 
 def _cuda_usable() -> bool:
