@@ -180,6 +180,21 @@ def test_head_loss_inputs_from_both_batch_formats():
                                        raw[1, 2 * 8:3 * 8, 1, 0])
 
 
+def test_head_loss_with_no_ground_truth():
+    head = tiny_head()
+    feats = [torch.randn(2, c, 64 // s, 64 // s)
+             for c, s in zip([128, 256, 512], [8, 16, 32])]
+    metas = [dict(batch_input_shape=(64, 64))] * 2
+    samples = [DetDataSample(metainfo=m) for m in metas]
+    for sample in samples:
+        sample.gt_instances = InstanceData(
+            bboxes=torch.zeros(0, 4), labels=torch.zeros(0, dtype=torch.long))
+    head.loss(feats, samples)
+    head.loss(feats, dict(bboxes_labels=torch.zeros(0, 6), img_metas=metas))
+    for _, targets, _ in head.loss_module.calls:
+        assert targets.shape == (0, 6)
+
+
 def test_head_loss_rejects_bad_ground_truth():
     head = tiny_head(num_classes=3)
     feats = [torch.randn(2, c, 64 // s, 64 // s)

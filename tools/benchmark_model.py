@@ -12,11 +12,12 @@ Usage::
     python tools/benchmark_model.py --archs tiny --time-archs tiny --repeats 5
 """
 import argparse
+import copy
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import List
+from typing import List, Sequence
 
 import torch
 import torch.nn as nn
@@ -53,9 +54,8 @@ def build_model(arch: str, device: str) -> nn.Module:
     init_default_scope(cfg.default_scope)
     cfg.model.bbox_head.loss = None
     with torch.device(device):
+        # PyTorch's default initialization: timing does not depend on values
         model = MODELS.build(cfg.model)
-    if device != 'meta':
-        model.init_weights()
     return model.eval()
 
 
@@ -84,18 +84,23 @@ def conv_gflops(model: nn.Module, size: int) -> float:
     return 2 * sum(macs) / 1e9
 
 
-def forward_time(model: nn.Module, size: int, warmup: int,
-                 repeats: int) -> float:
-    """Median seconds of a batch-1 forward at ``size`` x ``size``."""
+def forward_times(models: Sequence[nn.Module], size: int, warmup: int,
+                  repeats: int) -> List[List[float]]:
+    """Seconds of batch-1 forwards at ``size`` x ``size``, per model.
+
+    The models run in turn, ``repeats`` times each after ``warmup`` runs, so
+    that load from other processes affects all of them alike.
+    """
     inputs = torch.rand(1, 3, size, size)
-    times = []
+    times: List[List[float]] = [[] for _ in models]
     with torch.no_grad():
         for i in range(warmup + repeats):
-            start = time.perf_counter()
-            model(inputs, mode='tensor')
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-    return statistics.median(times)
+            for model, model_times in zip(models, times):
+                start = time.perf_counter()
+                model(inputs, mode='tensor')
+                if i >= warmup:
+                    model_times.append(time.perf_counter() - start)
+    return times
 
 
 def main() -> None:
@@ -107,7 +112,7 @@ def main() -> None:
     parser.add_argument('--size', type=int, default=640,
                         help='timing input size')
     parser.add_argument('--warmup', type=int, default=1)
-    parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--threads', type=int, default=1,
                         help='torch CPU threads')
     args = parser.parse_args()
@@ -133,15 +138,21 @@ def main() -> None:
 
     if time_archs:
         print(f'\nCPU forward, batch 1, {args.size}x{args.size}, '
-              f'{args.threads} thread(s), median of {args.repeats}:')
-        print('model        unfused (s)  re-parameterized (s)  speed-up')
+              f'{args.threads} thread(s), {args.repeats} runs each, '
+              'interleaved; seconds, best (median):')
+        print('model        unfused           re-parameterized  speed-up '
+              '(best, median)')
     for arch in time_archs:
-        model = build_model(arch, 'cpu')
-        unfused = forward_time(model, args.size, args.warmup, args.repeats)
-        reparameterize(model)
-        fused = forward_time(model, args.size, args.warmup, args.repeats)
-        print(f'{OFFICIAL[arch][0]:<12} {unfused:>11.3f}  {fused:>20.3f}  '
-              f'{unfused / fused:>7.2f}x')
+        unfused = build_model(arch, 'cpu')
+        fused = reparameterize(copy.deepcopy(unfused))
+        times = forward_times([unfused, fused], args.size, args.warmup,
+                              args.repeats)
+        (u_min, f_min), (u_med, f_med) = ([min(t) for t in times],
+                                          [statistics.median(t)
+                                           for t in times])
+        print(f'{OFFICIAL[arch][0]:<12} {u_min:6.3f} ({u_med:6.3f})'
+              f'   {f_min:6.3f} ({f_med:6.3f})   {u_min / f_min:5.2f}x, '
+              f'{u_med / f_med:5.2f}x')
 
 
 if __name__ == '__main__':

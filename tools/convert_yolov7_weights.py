@@ -122,8 +122,9 @@ def main() -> None:
           f'{meta["num_classes"]} classes, {report.num_layers} layers) -> '
           f'{args.dst}')
     if report.filled_identity:
-        print(f'  no implicit layers in the source: {len(report.filled_identity)}'
-              ' ImplicitA/M tensors set to identity (0 / 1)')
+        print('  no implicit layers in the source: '
+              f'{len(report.filled_identity)} ImplicitA/M tensors set to '
+              'identity (0 / 1)')
     if report.missing_aux:
         print(f'  no auxiliary head in the source: {len(report.missing_aux)} '
               'aux-head keys will be missing when loading (fine for '

@@ -1,3 +1,8 @@
+from .official_weights import (ConversionReport, convert_official_state_dict,
+                               load_official_state_dict)
 from .reparameterize import reparameterize
 
-__all__ = ['reparameterize']
+__all__ = [
+    'reparameterize', 'load_official_state_dict',
+    'convert_official_state_dict', 'ConversionReport'
+]

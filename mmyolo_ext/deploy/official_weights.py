@@ -175,7 +175,8 @@ def load_official_state_dict(path: str) -> 'OrderedDict[str, Tensor]':
 
 
 def official_layers(
-        state_dict: Dict[str, Tensor]) -> 'OrderedDict[int, Dict[str, Tensor]]':
+    state_dict: Dict[str, Tensor]
+) -> 'OrderedDict[int, Dict[str, Tensor]]':
     """Group official keys by layer index, in index order.
 
     Returns:

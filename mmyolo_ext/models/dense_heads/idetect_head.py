@@ -1,5 +1,5 @@
 """YOLOv7 detection head: official raw outputs, MMYOLO decoding and NMS."""
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Sequence, Tuple, Union
 
 import torch
 from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
