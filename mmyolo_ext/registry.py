@@ -1,8 +1,9 @@
 """Registries of mmyolo_ext.
 
-Every registry here is a child of the matching MMYOLO registry with the scope
-``mmyolo_ext``, so ``type='mmyolo_ext.SimOTAAssigner'`` reaches our module from
-any scope. :func:`export_to_peer_scopes` also registers each of our modules in
+Every registry here is a child of MMEngine's root registry with the scope
+``mmyolo_ext``, beside MMDetection's and MMYOLO's (mmengine resolves a scope
+prefix only among the root's children), so ``type='mmyolo_ext.SimOTAAssigner'``
+reaches our module from any scope. :func:`export_to_peer_scopes` also registers each of our modules in
 the MMYOLO and MMDetection registries under its plain name, so a config whose
 ``default_scope`` is ``mmyolo`` or ``mmdet`` can say ``type='ELANBackbone'``.
 A name a peer already owns (MMDetection's ``SimOTAAssigner``) is never
@@ -10,6 +11,7 @@ overwritten there: the peer's module keeps its name and ours stays reachable
 with the ``mmyolo_ext.`` prefix.
 """
 from mmdet import registry as mmdet_registry
+from mmengine import registry as mmengine_registry
 from mmengine.registry import Registry
 from mmyolo import registry as mmyolo_registry
 
@@ -21,13 +23,13 @@ def _child(parent: Registry, location: str) -> Registry:
         parent.name, parent=parent, scope=SCOPE, locations=[location])
 
 
-MODELS = _child(mmyolo_registry.MODELS, 'mmyolo_ext.models')
-TASK_UTILS = _child(mmyolo_registry.TASK_UTILS, 'mmyolo_ext.models')
-HOOKS = _child(mmyolo_registry.HOOKS, 'mmyolo_ext.engine')
-OPTIM_WRAPPER_CONSTRUCTORS = _child(mmyolo_registry.OPTIM_WRAPPER_CONSTRUCTORS,
-                                    'mmyolo_ext.engine')
-DATASETS = _child(mmyolo_registry.DATASETS, 'mmyolo_ext.datasets')
-TRANSFORMS = _child(mmyolo_registry.TRANSFORMS, 'mmyolo_ext.datasets')
+MODELS = _child(mmengine_registry.MODELS, 'mmyolo_ext.models')
+TASK_UTILS = _child(mmengine_registry.TASK_UTILS, 'mmyolo_ext.models')
+HOOKS = _child(mmengine_registry.HOOKS, 'mmyolo_ext.engine')
+OPTIM_WRAPPER_CONSTRUCTORS = _child(
+    mmengine_registry.OPTIM_WRAPPER_CONSTRUCTORS, 'mmyolo_ext.engine')
+DATASETS = _child(mmengine_registry.DATASETS, 'mmyolo_ext.datasets')
+TRANSFORMS = _child(mmengine_registry.TRANSFORMS, 'mmyolo_ext.datasets')
 
 # our registry -> the peer registries that also get our plain names
 _PEERS = {

@@ -1,4 +1,5 @@
 from . import compat  # noqa: F401  (applies the fixes on import)
+from . import hooks, optimizers  # noqa: F401  (registers modules)
 from .reparameterize_hook import ReparameterizeHook
 
 __all__ = ['ReparameterizeHook']
