@@ -1,4 +1,4 @@
-from mmengine.hooks import Hook
+from mmengine.hooks import EMAHook, Hook
 from mmengine.model import is_model_wrapper
 
 from mmyolo_ext.registry import HOOKS
@@ -14,12 +14,21 @@ class ReparameterizeHook(Hook):
     head removed; see :func:`mmyolo_ext.deploy.reparameterize`).
     ``tools/test.py --deploy`` adds this hook; a config may also list it in
     ``custom_hooks``.
-    """
 
-    priority = 'VERY_LOW'  # after EMA hooks have swapped in their weights
+    An EMA hook leaves the test run: the checkpoint's ``state_dict`` already
+    holds the EMA weights (EMAHook swaps them in when it saves), and its
+    parameter swaps before and after testing cannot apply to the fused model,
+    whose parameters differ in number and shape.
+    """
 
     def before_test(self, runner) -> None:
         from mmyolo_ext.deploy import reparameterize
+        ema_hooks = [h for h in runner.hooks if isinstance(h, EMAHook)]
+        if ema_hooks:
+            runner._hooks = [h for h in runner.hooks if h not in ema_hooks]
+            runner.logger.info('Testing the EMA weights the checkpoint holds '
+                               f'as its state_dict; {len(ema_hooks)} EMA '
+                               'hook(s) left out of the re-parameterized run')
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
         reparameterize(model)
