@@ -230,6 +230,27 @@ def test_tiny_training_step_with_the_configured_loss():
     assert grad is not None and grad.abs().sum() > 0
 
 
+def test_p6_training_step_trains_lead_and_aux_heads():
+    model = build_model('w6', with_loss=True, num_classes=3)
+    model.train()
+    inputs = torch.rand(2, 3, 128, 192)
+    packed = dict(
+        bboxes_labels=torch.tensor([[0., 1., 10., 12., 60., 70.],
+                                    [1., 2., 30., 5., 150., 100.]]),
+        img_metas=[dict(batch_input_shape=(128, 192))] * 2)
+    feats = model.extract_feat(inputs)
+    assert len(feats) == 8  # lead levels, then the auxiliary ones
+    losses = model.bbox_head.loss(feats, packed)
+    sum(losses.values()).backward()
+    head = model.bbox_head.head_module
+    for conv in [head.lead_convs[0], head.aux_convs[0],
+                 model.neck.aux_convs[0].conv]:
+        assert conv.weight.grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        assert len(model(inputs, mode='tensor')) == 4  # inference: lead only
+
+
 def test_head_bias_init_lead_and_aux_independent():
     strides = [8, 16, 32, 64]
     module = IDetectHeadModule(

@@ -8,9 +8,10 @@ from mmdet.structures.bbox import get_box_tensor
 from mmdet.utils import ConfigType, OptConfigType, OptMultiConfig
 from mmengine.structures import InstanceData
 from mmyolo.models.dense_heads import YOLOv5Head
+from mmyolo.registry import TASK_UTILS as MMYOLO_TASK_UTILS
 from torch import Tensor
 
-from mmyolo_ext.registry import MODELS, TASK_UTILS
+from mmyolo_ext.registry import MODELS
 
 
 @MODELS.register_module()
@@ -69,8 +70,9 @@ class IDetectHead(YOLOv5Head):
         self.train_cfg = train_cfg
         self.test_cfg = test_cfg
 
-        self.prior_generator = TASK_UTILS.build(prior_generator)
-        self.bbox_coder = TASK_UTILS.build(bbox_coder)
+        # MMYOLO's registry: the defaults name MMYOLO / MMDetection utilities
+        self.prior_generator = MMYOLO_TASK_UTILS.build(prior_generator)
+        self.bbox_coder = MMYOLO_TASK_UTILS.build(bbox_coder)
         generator_strides = [
             int(s[0]) if isinstance(s, (tuple, list)) else int(s)
             for s in self.prior_generator.strides
