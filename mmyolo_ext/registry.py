@@ -26,6 +26,7 @@ def _child(parent: Registry, location: str) -> Registry:
 MODELS = _child(mmengine_registry.MODELS, 'mmyolo_ext.models')
 TASK_UTILS = _child(mmengine_registry.TASK_UTILS, 'mmyolo_ext.models')
 HOOKS = _child(mmengine_registry.HOOKS, 'mmyolo_ext.engine')
+LOOPS = _child(mmengine_registry.LOOPS, 'mmyolo_ext.engine')
 OPTIM_WRAPPER_CONSTRUCTORS = _child(
     mmengine_registry.OPTIM_WRAPPER_CONSTRUCTORS, 'mmyolo_ext.engine')
 DATASETS = _child(mmengine_registry.DATASETS, 'mmyolo_ext.datasets')
@@ -36,6 +37,7 @@ _PEERS = {
     MODELS: (mmyolo_registry.MODELS, mmdet_registry.MODELS),
     TASK_UTILS: (mmyolo_registry.TASK_UTILS, mmdet_registry.TASK_UTILS),
     HOOKS: (mmyolo_registry.HOOKS, mmdet_registry.HOOKS),
+    LOOPS: (mmyolo_registry.LOOPS, mmdet_registry.LOOPS),
     OPTIM_WRAPPER_CONSTRUCTORS:
     (mmyolo_registry.OPTIM_WRAPPER_CONSTRUCTORS,
      mmdet_registry.OPTIM_WRAPPER_CONSTRUCTORS),

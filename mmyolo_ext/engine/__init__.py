@@ -1,5 +1,6 @@
 from . import compat  # noqa: F401  (applies the fixes on import)
 from . import hooks, optimizers  # noqa: F401  (registers modules)
 from .reparameterize_hook import ReparameterizeHook
+from .resumable_train_loop import ResumableEpochBasedTrainLoop
 
-__all__ = ['ReparameterizeHook']
+__all__ = ['ReparameterizeHook', 'ResumableEpochBasedTrainLoop']
