@@ -21,25 +21,22 @@ def ciou_xywh(pred: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:
     Returns:
         Tensor: ``(n,)`` CIoU values (at most 1).
     """
-    p_x1, p_x2 = pred[:, 0] - pred[:, 2] / 2, pred[:, 0] + pred[:, 2] / 2
-    p_y1, p_y2 = pred[:, 1] - pred[:, 3] / 2, pred[:, 1] + pred[:, 3] / 2
-    t_x1, t_x2 = target[:, 0] - target[:, 2] / 2, target[:, 0] + target[:,
-                                                                       2] / 2
-    t_y1, t_y2 = target[:, 1] - target[:, 3] / 2, target[:, 1] + target[:,
-                                                                       3] / 2
-    inter = (torch.min(p_x2, t_x2) - torch.max(p_x1, t_x1)).clamp(0) * \
-        (torch.min(p_y2, t_y2) - torch.max(p_y1, t_y1)).clamp(0)
-    p_w, p_h = p_x2 - p_x1, p_y2 - p_y1 + eps
-    t_w, t_h = t_x2 - t_x1, t_y2 - t_y1 + eps
-    union = p_w * p_h + t_w * t_h - inter + eps
+    # x and y handled together as (n, 2) columns
+    p_lo, p_hi = pred[:, :2] - pred[:, 2:] / 2, pred[:, :2] + pred[:, 2:] / 2
+    t_lo, t_hi = (target[:, :2] - target[:, 2:] / 2,
+                  target[:, :2] + target[:, 2:] / 2)
+    inter = (torch.min(p_hi, t_hi) - torch.max(p_lo, t_lo)).clamp(0).prod(1)
+    height_eps = pred.new_tensor([0., eps])
+    p_wh = p_hi - p_lo + height_eps
+    t_wh = t_hi - t_lo + height_eps
+    union = p_wh.prod(1) + t_wh.prod(1) - inter + eps
     iou = inter / union
-    enclose_w = torch.max(p_x2, t_x2) - torch.min(p_x1, t_x1)
-    enclose_h = torch.max(p_y2, t_y2) - torch.min(p_y1, t_y1)
-    diagonal2 = enclose_w**2 + enclose_h**2 + eps
-    centre_dist2 = ((t_x1 + t_x2 - p_x1 - p_x2)**2 +
-                    (t_y1 + t_y2 - p_y1 - p_y2)**2) / 4
+    enclose = torch.max(p_hi, t_hi) - torch.min(p_lo, t_lo)
+    diagonal2 = enclose.pow(2).sum(1) + eps
+    centre_dist2 = (t_lo + t_hi - p_lo - p_hi).pow(2).sum(1) / 4
     v = (4 / math.pi**2) * torch.pow(
-        torch.atan(t_w / (t_h + eps)) - torch.atan(p_w / (p_h + eps)), 2)
+        torch.atan(t_wh[:, 0] / (t_wh[:, 1] + eps)) -
+        torch.atan(p_wh[:, 0] / (p_wh[:, 1] + eps)), 2)
     with torch.no_grad():
         alpha = v / (v - iou + (1 + eps))
     return iou - (centre_dist2 / diagonal2 + v * alpha)

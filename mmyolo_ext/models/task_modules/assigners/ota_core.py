@@ -158,18 +158,20 @@ def gather_cells(preds: Sequence[Tensor], cells: GridCells) -> Tensor:
 
 
 def slots_in_segments(segment: Tensor,
-                      num_segments: int) -> Tuple[Tensor, int]:
+                      num_segments: int) -> Tuple[Tensor, Tensor, int]:
     """Position of every element within its segment (elements of a segment
-    keep their relative order), and the largest segment size."""
+    keep their relative order), the segment sizes and the largest size."""
+    counts = torch.zeros(
+        num_segments, dtype=torch.long, device=segment.device).index_add_(
+            0, segment, torch.ones_like(segment))
     if segment.numel() == 0:
-        return segment.new_zeros(0), 0
-    counts = torch.bincount(segment, minlength=num_segments)
+        return segment.new_zeros(0), counts, 0
     order = torch.argsort(segment, stable=True)
     starts = torch.cumsum(counts, 0) - counts
     slots = torch.empty_like(segment)
     slots[order] = torch.arange(
         segment.numel(), device=segment.device) - starts[segment[order]]
-    return slots, int(counts.max())
+    return slots, counts, int(counts.max())
 
 
 def box_iou_xyxy(boxes1: Tensor, boxes2: Tensor,
@@ -209,7 +211,7 @@ def dynamic_k_matching(
         iou_eps: float = 1e-8,
         union_eps: float = 0.,
         pair_penalty: Optional[Callable[[Tensor, Tensor], Tensor]] = None,
-        max_pair_bytes: int = DEFAULT_MAX_PAIR_BYTES) -> Tuple[Tensor, Tensor]:
+        max_pair_bytes: int = DEFAULT_MAX_PAIR_BYTES) -> Tensor:
     """SimOTA dynamic-k matching, batched over images.
 
     Per image, with all its ground truths ``g`` and candidate columns ``c``:
@@ -255,29 +257,28 @@ def dynamic_k_matching(
         max_pair_bytes (int): Working-memory budget of one chunk.
 
     Returns:
-        tuple[Tensor, Tensor]: For every candidate, the row (into the given
-        ground truths) of the ground truth it is matched to, -1 when
-        unmatched; and its IoU with that ground truth (0 when unmatched).
+        Tensor: For every candidate, the row (into the given ground truths)
+        of the ground truth it is matched to, -1 when unmatched.
     """
     num_gts, num_cands = gt_boxes.size(0), cand_boxes.size(0)
     device = cand_boxes.device
     if num_gts == 0 or num_cands == 0:
-        return (torch.full((num_cands, ), -1, dtype=torch.long,
-                           device=device), cand_boxes.new_zeros(num_cands))
+        return torch.full((num_cands, ), -1, dtype=torch.long, device=device)
     num_classes = cand_cls_delta.size(1)
-    gt_slot, max_gts = slots_in_segments(gt_image, num_images)
-    cand_slot, max_cands = slots_in_segments(cand_image, num_images)
+    gt_slot, gt_counts, max_gts = slots_in_segments(gt_image, num_images)
+    cand_slot, cand_counts, max_cands = slots_in_segments(
+        cand_image, num_images)
     inf = float('inf')
 
-    # padded candidates: empty boxes (IoU 0) and infinite class cost
     shape_bc = (num_images, max_cands)
-    pad_boxes = cand_boxes.new_zeros(shape_bc + (4, ))
-    pad_boxes[cand_image, cand_slot] = cand_boxes
-    pad_cand = torch.full(shape_bc, -1, dtype=torch.long, device=device)
-    pad_cand[cand_image, cand_slot] = torch.arange(num_cands, device=device)
-    col_valid = pad_cand >= 0
-    pad_base = cand_cls_base.new_full(shape_bc, inf)
-    pad_base[cand_image, cand_slot] = cand_cls_base
+    # padded candidates: empty boxes (IoU 0) and infinite class cost
+    cand_pack = cand_boxes.new_zeros((num_images * max_cands, 5))
+    cand_pack[:, 4] = inf
+    cand_pack.index_copy_(0, cand_image * max_cands + cand_slot,
+                          torch.cat([cand_boxes, cand_cls_base[:, None]], 1))
+    pad_boxes = cand_pack[:, :4].view(num_images, max_cands, 4)
+    pad_base = cand_pack[:, 4].view(num_images, max_cands)
+    column = torch.arange(max_cands, device=device)
     # (B * (nc + 1), C) rows of class-cost corrections; the extra class
     # (label of padded ground truths) is infinite, so padded rows never win
     # a column
@@ -286,20 +287,32 @@ def dynamic_k_matching(
     pad_delta[:, :num_classes].transpose(1, 2)[cand_image,
                                                cand_slot] = cand_cls_delta
     pad_delta = pad_delta.view(-1, max_cands)
-    shape_bg = (num_images, max_gts)
-    pad_gt_boxes = gt_boxes.new_zeros(shape_bg + (4, ))
-    pad_gt_boxes[gt_image, gt_slot] = gt_boxes
-    pad_labels = torch.full(
-        shape_bg, num_classes, dtype=torch.long, device=device)
-    pad_labels[gt_image, gt_slot] = gt_labels
-    # row of each ground truth's class in pad_delta
-    delta_row = pad_labels + (torch.arange(num_images, device=device) *
-                              (num_classes + 1))[:, None]
-    pad_gt = torch.full(shape_bg, -1, dtype=torch.long, device=device)
-    pad_gt[gt_image, gt_slot] = torch.arange(num_gts, device=device)
+    # padded ground truths: [box, label, row]; label nc, row -1
+    gt_pack = gt_boxes.new_zeros((num_images * max_gts, 6))
+    gt_pack[:, 4:] = gt_pack.new_tensor([num_classes, -1])
+    gt_pack.index_copy_(
+        0, gt_image * max_gts + gt_slot,
+        torch.cat([
+            gt_boxes, gt_labels[:, None].to(gt_boxes),
+            torch.arange(num_gts, device=device)[:, None].to(gt_boxes)
+        ], 1))
+    gt_pack = gt_pack.view(num_images, max_gts, 6)
+    pad_gt_boxes = gt_pack[..., :4]
+    # row of each ground truth's class in pad_delta (exact in float32)
+    delta_row = gt_pack[..., 4].long() + (
+        torch.arange(num_images, device=device) * (num_classes + 1))[:, None]
+    pad_gt = gt_pack[..., 5].long()
+    pad_cand = None
+    if pair_penalty is not None:
+        pad_cand = torch.full((num_images * max_cands, ),
+                              -1,
+                              dtype=torch.long,
+                              device=device).index_copy_(
+                                  0, cand_image * max_cands + cand_slot,
+                                  torch.arange(num_cands, device=device))
+        pad_cand = pad_cand.view(num_images, max_cands)
 
     num_top = min(topk, max_cands)
-    column = torch.arange(max_cands, device=device)
     rank = torch.arange(num_top, device=device)
     take_count = torch.zeros(shape_bc, dtype=torch.long, device=device)
     taker = torch.full(shape_bc, -1, dtype=torch.long, device=device)
@@ -326,9 +339,8 @@ def dynamic_k_matching(
         keys = cost.clamp_(min=0).view(torch.int32).to(torch.int64)
         keys = keys.bitwise_left_shift_(32).bitwise_or_(column)
         picked = torch.topk(keys, num_top, dim=2, largest=False).indices
-        picked_valid = torch.gather(
-            col_valid[:, None].expand(-1, end - start, -1), 2, picked)
-        takes = ((rank < dynamic_k[..., None]) & picked_valid &
+        takes = ((rank < dynamic_k[..., None]) &
+                 (picked < cand_counts.view(-1, 1, 1)) &
                  (pad_gt[:, start:end, None] >= 0))
         # masked updates without boolean indexing (no host synchronisation)
         flat_cols = (picked + image_base).view(-1)
@@ -351,12 +363,7 @@ def dynamic_k_matching(
     owner_slot = torch.where(take_count > 1, col_argmin, taker)
     owner = torch.gather(pad_gt, 1, owner_slot.clamp(min=0))
     owner = torch.where(take_count > 0, owner, -1)
-    matched = owner[cand_image, cand_slot]
-    matched_iou = torch.where(
-        matched >= 0,
-        box_iou_xyxy(gt_boxes[matched.clamp(min=0)], cand_boxes, union_eps),
-        0.)
-    return matched, matched_iou
+    return owner[cand_image, cand_slot]
 
 
 class GridAssignerBase:
@@ -454,7 +461,7 @@ class GridAssignerBase:
         gt_boxes = torch.cat(
             [gt_xywh[:, :2] - gt_xywh[:, 2:] / 2,
              gt_xywh[:, :2] + gt_xywh[:, 2:] / 2], 1)
-        matched, _ = dynamic_k_matching(
+        matched = dynamic_k_matching(
             gt_boxes,
             targets[:, 1].long(),
             targets[:, 0].long(),
@@ -520,10 +527,12 @@ class GridAssignerBase:
         stride = rows.new_tensor(strides)[cands.level, None]
         anchor = anchors_grid[cands.level, cands.anchor]
         grid = torch.stack([cands.grid_x, cands.grid_y], 1)
-        xy = (rows[:, :2].sigmoid() * 2. - 0.5 + grid) * stride
-        wh = (rows[:, 2:4].sigmoid() * 2)**2 * anchor * stride
+        # one sigmoid over whole contiguous rows is faster than on slices
+        sig = rows.sigmoid()
+        xy = (sig[:, :2] * 2. - 0.5 + grid) * stride
+        wh = (sig[:, 2:4] * 2)**2 * anchor * stride
         boxes = torch.cat([xy - wh / 2, xy + wh / 2], 1)
-        prob = rows[:, 5:].sigmoid().mul_(rows[:, 4:5].sigmoid()).sqrt_()
+        prob = (sig[:, 5:] * sig[:, 4:5]).sqrt_()
         # keep both logs finite where a probability rounds to 0 or 1
         finfo = torch.finfo(prob.dtype)
         prob.clamp_(min=finfo.tiny, max=1. - finfo.eps / 2)

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from mmyolo_ext.registry import TASK_UTILS
 from .ota_core import (DEFAULT_MAX_PAIR_BYTES, GridAssignerBase,
-                       dynamic_k_matching, slots_in_segments)
+                       box_iou_xyxy, dynamic_k_matching, slots_in_segments)
 
 # Cost added to a (ground truth, prior) pair unless the prior centre is both
 # inside the box and inside its centre region (YOLOX).
@@ -172,11 +172,12 @@ class SimOTAAssigner(GridAssignerBase):
                                                   self.center_radius)
             return (~(in_box & in_centre)).to(boxes) * CENTRE_PRIOR_PENALTY
 
-        matched, matched_iou = dynamic_k_matching(
+        cand_boxes = bboxes[cand_image, cand_prior].float()
+        matched = dynamic_k_matching(
             gt_boxes,
             gt_labels,
             gt_image,
-            bboxes[cand_image, cand_prior].float(),
+            cand_boxes,
             cand_image,
             cls_base,
             cls_delta,
@@ -202,8 +203,9 @@ class SimOTAAssigner(GridAssignerBase):
         fg = matched >= 0
         fg_image, fg_prior, fg_gt = (cand_image[fg], cand_prior[fg],
                                      matched[fg])
+        fg_iou = box_iou_xyxy(gt_boxes[fg_gt], cand_boxes[fg], union_eps=1e-6)
         gt_inds[fg_image, fg_prior] = fg_gt - gt_start.to(device)[fg_image] + 1
-        max_overlaps[fg_image, fg_prior] = matched_iou[fg]
+        max_overlaps[fg_image, fg_prior] = fg_iou
         labels[fg_image, fg_prior] = gt_labels[fg_gt]
         return [
             AssignResult(gt_counts[i], gt_inds[i], max_overlaps[i], labels[i])
@@ -220,7 +222,7 @@ class SimOTAAssigner(GridAssignerBase):
                             device=priors.device)
         if gt_boxes.size(0) == 0:
             return valid
-        slot, max_gts = slots_in_segments(gt_image, num_images)
+        slot, _, max_gts = slots_in_segments(gt_image, num_images)
         pad_boxes = gt_boxes.new_zeros((num_images, max_gts, 4))
         pad_valid = torch.zeros((num_images, max_gts),
                                 dtype=torch.bool,

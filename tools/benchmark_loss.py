@@ -1,0 +1,323 @@
+"""CPU speed and memory of our YOLOv7 loss and SimOTA assigner next to the
+peers (MMYOLO's ``YOLOv7Head.loss_by_feat``, MMDetection's
+``SimOTAAssigner``), on identical inputs.
+
+For each scenario the raw head outputs are generated once, in the layout a
+convolution produces, ``(bs, na * (5 + nc), ny, nx)``; MMYOLO gets them split
+into its box / objectness / class maps, ours gets the zero-copy view in the
+official layout ``(bs, na, ny, nx, 5 + nc)``. Ground truths are pixel xyxy
+boxes (MMYOLO's tensor form; it is cloned for every MMYOLO call because MMYOLO
+normalizes it in place) and the same boxes normalized as MMYOLO does for ours.
+Both losses are checked to agree term by term. Times are the median of
+repeated forward calls on one intra-op thread; peak memory is the process
+peak RSS increase of a forked child that makes one call. Figures are printed,
+never asserted.
+
+Usage::
+
+    python tools/benchmark_loss.py                 # all scenarios
+    python tools/benchmark_loss.py --scenarios bs16_8gt --repeats 20
+"""
+import argparse
+import multiprocessing
+import resource
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmengine.structures import InstanceData
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import mmyolo_ext  # noqa: E402,F401  (registers the modules)
+from mmyolo_ext.registry import MODELS, TASK_UTILS  # noqa: E402
+
+MMYOLO_CONFIG = 'yolov7/yolov7_l_syncbn_fast_8x16b-300e_coco.py'
+ANCHORS = [[[12, 16], [19, 36], [40, 28]], [[36, 75], [76, 55], [72, 146]],
+           [[142, 110], [192, 243], [459, 401]]]
+STRIDES = [8, 16, 32]
+# name: batch size, input size, ground truths per image, classes, run MMYOLO
+SCENARIOS = {
+    'bs16_8gt': (16, 640, 8, 80, True),
+    'bs2_300gt': (2, 640, 300, 80, True),
+    'bs2_2000gt': (2, 640, 2000, 80, False),
+}
+
+
+def make_inputs(batch_size: int, size: int, gts_per_image: int,
+                num_classes: int, seed: int = 0) -> dict:
+    """Raw head outputs and ground truths of one scenario."""
+    gen = torch.Generator().manual_seed(seed)
+    channels = 5 + num_classes
+    raw = [
+        torch.randn((batch_size, 3 * channels, size // s, size // s),
+                    generator=gen) * 1.5 for s in STRIDES
+    ]
+    # boxes: sides log-uniform in [0.02, 0.6] of the image, aspect ratio in
+    # [1/3, 3], inside the image
+    n = batch_size * gts_per_image
+    side = torch.exp(
+        torch.empty(n).uniform_(-3.912, -0.511, generator=gen)) * size
+    ratio = torch.exp(torch.empty(n).uniform_(-1.0986, 1.0986, generator=gen))
+    wh = torch.stack([side * ratio.sqrt(), side / ratio.sqrt()],
+                     1).clamp(max=size - 1)
+    xy1 = torch.rand(n, 2, generator=gen) * (size - wh)
+    gt = torch.cat([
+        torch.arange(batch_size).repeat_interleave(gts_per_image)[:, None],
+        torch.randint(0, num_classes, (n, 1), generator=gen),
+        xy1, xy1 + wh
+    ], 1).float()
+    # normalized [image, class, cx, cy, w, h], computed as MMYOLO does
+    xy1, xy2 = gt[:, 2:4], gt[:, 4:6]
+    xywh = torch.cat([(xy2 + xy1) / 2, (xy2 - xy1)], 1)
+    xywh[:, 1::2] /= size
+    xywh[:, 0::2] /= size
+    return dict(
+        raw=raw,
+        gt_pixels=gt,
+        targets=torch.cat([gt[:, :2], xywh], 1),
+        input_hw=(size, size),
+        num_classes=num_classes)
+
+
+def official_layout(raw: List[torch.Tensor], num_classes: int):
+    """Zero-copy ``(bs, na, ny, nx, 5 + nc)`` views of conv outputs."""
+    return [
+        r.view(r.size(0), 3, 5 + num_classes, r.size(2),
+               r.size(3)).permute(0, 1, 3, 4, 2) for r in raw
+    ]
+
+
+def mmyolo_maps(raw: List[torch.Tensor], num_classes: int):
+    """MMYOLO's separate box, objectness and class maps."""
+    box, obj, cls = [], [], []
+    for r in raw:
+        bs, _, h, w = r.shape
+        per_anchor = r.view(bs, 3, 5 + num_classes, h, w)
+        box.append(per_anchor[:, :, :4].reshape(bs, 12, h, w).contiguous())
+        obj.append(per_anchor[:, :, 4:5].reshape(bs, 3, h, w).contiguous())
+        cls.append(per_anchor[:, :, 5:].reshape(bs, 3 * num_classes, h,
+                                                w).contiguous())
+    return cls, box, obj
+
+
+def build_ours(num_classes: int) -> torch.nn.Module:
+    return MODELS.build(
+        dict(type='ComputeLossOTA'),
+        default_args=dict(
+            num_classes=num_classes, anchors=ANCHORS, strides=STRIDES))
+
+
+def build_mmyolo(num_classes: int):
+    import mmyolo
+    from mmyolo.registry import MODELS as MMYOLO_MODELS
+    cfg = Config.fromfile(
+        str(Path(mmyolo.__file__).parent / '.mim' / 'configs' /
+            MMYOLO_CONFIG))
+    init_default_scope('mmyolo')
+    head_cfg = cfg.model.bbox_head
+    head_cfg.head_module.num_classes = num_classes
+    head_cfg.loss_cls.loss_weight = 0.3 * num_classes / 80
+    head = MMYOLO_MODELS.build(head_cfg)
+    init_default_scope('mmyolo_ext')
+    return head
+
+
+def median_ms(fn: Callable[[], object], repeats: int) -> Tuple[float, object]:
+    result = fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3, result
+
+
+def _child(fn, queue):
+    try:
+        torch.set_num_threads(1)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        fn()
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        queue.put(('ok', (after - before) / 1024.))
+    except BaseException as error:  # report, whatever it is
+        queue.put(('error', f'{type(error).__name__}: {error}'.strip()[:200]))
+
+
+def peak_extra_mb(fn: Callable[[], object],
+                  address_limit_gb: Optional[float] = None,
+                  timeout_s: float = 900) -> Tuple[str, object]:
+    """Peak RSS increase (MB) of one call, in a forked child (the child
+    starts at the parent's current RSS, so the increase is the call's)."""
+    ctx = multiprocessing.get_context('fork')
+    queue = ctx.Queue()
+
+    def limited():
+        if address_limit_gb is not None:
+            with open('/proc/self/status') as status:
+                vm_kb = next(
+                    int(line.split()[1]) for line in status
+                    if line.startswith('VmSize'))
+            limit = vm_kb * 1024 + int(address_limit_gb * 2**30)
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        fn()
+
+    proc = ctx.Process(target=_child, args=(limited, queue))
+    proc.start()
+    proc.join(timeout_s)
+    if proc.is_alive():
+        proc.kill()
+        return 'error', f'no result within {timeout_s:.0f} s'
+    if queue.empty():
+        return 'error', f'child died (exit code {proc.exitcode})'
+    return queue.get()
+
+
+def compare_terms(ours: Dict[str, torch.Tensor],
+                  theirs: Dict[str, torch.Tensor]) -> str:
+    pairs = [('loss_box', 'loss_bbox'), ('loss_obj', 'loss_obj'),
+             ('loss_cls', 'loss_cls')]
+    worst = max(
+        abs(float(ours[a]) - float(theirs[b])) / max(abs(float(theirs[b])),
+                                                     1e-12)
+        for a, b in pairs)
+    values = ', '.join(f'{a} {float(ours[a]):.6g} / {float(theirs[b]):.6g}'
+                       for a, b in pairs)
+    verdict = 'same' if worst < 1e-4 else 'DIFFERENT'
+    return f'{verdict} (max rel diff {worst:.1e}): {values}'
+
+
+def run_loss_scenario(name: str, repeats: int, mmyolo_repeats: int) -> None:
+    batch_size, size, gts, num_classes, with_mmyolo = SCENARIOS[name]
+    data = make_inputs(batch_size, size, gts, num_classes)
+    ours = build_ours(num_classes)
+    preds = official_layout(data['raw'], num_classes)
+
+    def ours_call():
+        with torch.no_grad():
+            return ours(preds, data['targets'], data['input_hw'])
+
+    print(f'\n[{name}] bs {batch_size}, {size}x{size}, {gts} GT/img, '
+          f'nc {num_classes}')
+    ours_ms, ours_out = median_ms(ours_call, repeats)
+    status, ours_mem = peak_extra_mb(ours_call)
+    print(f'  ours   ComputeLossOTA       : {ours_ms:9.1f} ms '
+          f'(median of {repeats}); peak extra memory '
+          f'{ours_mem:.0f} MB' if status == 'ok' else f'memory: {ours_mem}')
+
+    head = build_mmyolo(num_classes)
+    cls, box, obj = mmyolo_maps(data['raw'], num_classes)
+    metas = [dict(batch_input_shape=data['input_hw'])] * batch_size
+
+    def mmyolo_call():
+        with torch.no_grad():
+            return head.loss_by_feat(cls, box, obj,
+                                     data['gt_pixels'].clone(), metas)
+
+    if not with_mmyolo:
+        # its (GT x candidate x class) tensors do not fit: show it, bounded
+        status, detail = peak_extra_mb(
+            mmyolo_call, address_limit_gb=8, timeout_s=600)
+        outcome = (f'ran, peak extra {detail:.0f} MB'
+                   if status == 'ok' else f'failed: {detail}')
+        print(f'  MMYOLO YOLOv7Head.loss_by_feat: not timed; one call with '
+              f'8 GB of extra address space: {outcome}')
+        return
+    mm_ms, mm_out = median_ms(mmyolo_call, mmyolo_repeats)
+    status, mm_mem = peak_extra_mb(mmyolo_call)
+    mem = f'{mm_mem:.0f} MB' if status == 'ok' else mm_mem
+    print(f'  MMYOLO YOLOv7Head.loss_by_feat: {mm_ms:9.1f} ms '
+          f'(median of {mmyolo_repeats}); peak extra memory {mem}')
+    print(f'  speed-up: {mm_ms / ours_ms:.1f}x')
+    print(f'  loss terms: {compare_terms(ours_out, mm_out)}')
+
+
+def run_yolox_scenario(repeats: int) -> None:
+    """Our batched SimOTAAssigner against MMDetection's, image by image,
+    on a YOLOX-s-sized batch (8 images, 640, 8400 priors, 80 classes)."""
+    from mmdet.models.task_modules.assigners import \
+        SimOTAAssigner as MMDetSimOTAAssigner
+    batch_size, size, num_classes, gts_per_image = 8, 640, 80, 12
+    gen = torch.Generator().manual_seed(1)
+    priors = []
+    for stride in STRIDES:
+        n = size // stride
+        y, x = torch.meshgrid(
+            torch.arange(n), torch.arange(n), indexing='ij')
+        xy = torch.stack([x, y], -1).view(-1, 2).float() * stride
+        priors.append(torch.cat([xy + stride / 2, torch.full_like(xy, stride)],
+                                1))
+    priors = torch.cat(priors)
+    preds, gts = [], []
+    for _ in range(batch_size):
+        wh = 16 + torch.rand(gts_per_image, 2, generator=gen) * 300
+        centre = wh / 2 + torch.rand(gts_per_image, 2,
+                                     generator=gen) * (size - wh)
+        gts.append(
+            InstanceData(
+                bboxes=torch.cat([centre - wh / 2, centre + wh / 2], 1),
+                labels=torch.randint(0, num_classes, (gts_per_image, ),
+                                     generator=gen)))
+        box_wh = priors[:, 2:] * torch.exp(
+            torch.randn(len(priors), 2, generator=gen) * 0.7 + 1.0)
+        box_xy = priors[:, :2] + torch.randn(
+            len(priors), 2, generator=gen) * priors[:, 2:]
+        preds.append(
+            InstanceData(
+                priors=priors,
+                bboxes=torch.cat([box_xy - box_wh / 2, box_xy + box_wh / 2],
+                                 1),
+                scores=(torch.rand(len(priors), num_classes, generator=gen) *
+                        torch.rand(len(priors), 1, generator=gen)).sqrt()))
+    ours = TASK_UTILS.build(dict(type='SimOTAAssigner', center_radius=2.5))
+    theirs = MMDetSimOTAAssigner(center_radius=2.5)
+    ours_ms, ours_res = median_ms(lambda: ours.batch_assign(preds, gts),
+                                  repeats)
+    mm_ms, mm_res = median_ms(
+        lambda: [theirs.assign(p, g) for p, g in zip(preds, gts)], repeats)
+    same = all(
+        torch.equal(a.gt_inds, b.gt_inds) and torch.equal(a.labels, b.labels)
+        for a, b in zip(ours_res, mm_res))
+    print(f'\n[yolox_s] SimOTA, bs {batch_size}, {size}x{size}, '
+          f'{len(priors)} priors, {gts_per_image} GT/img, nc {num_classes}')
+    print(f'  ours   SimOTAAssigner.batch_assign: {ours_ms:8.1f} ms')
+    print(f'  mmdet  SimOTAAssigner.assign x {batch_size}: {mm_ms:8.1f} ms')
+    print(f'  speed-up: {mm_ms / ours_ms:.1f}x; same assignment: {same}')
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument(
+        '--scenarios',
+        nargs='+',
+        default=list(SCENARIOS) + ['yolox_s'],
+        choices=list(SCENARIOS) + ['yolox_s'])
+    parser.add_argument('--repeats', type=int, default=15)
+    parser.add_argument('--mmyolo-repeats', type=int, default=5)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(f'torch {torch.__version__}, {torch.get_num_threads()} intra-op '
+          'thread, CPU')
+    for name in args.scenarios:
+        try:
+            if name == 'yolox_s':
+                run_yolox_scenario(args.repeats)
+            else:
+                repeats = args.repeats if SCENARIOS[name][2] < 1000 else 1
+                mm_repeats = args.mmyolo_repeats if SCENARIOS[name][
+                    0] > 2 else max(1, args.mmyolo_repeats // 2)
+                run_loss_scenario(name, repeats, mm_repeats)
+        except Exception:  # keep going with the other scenarios
+            traceback.print_exc()
+
+
+if __name__ == '__main__':
+    main()
