@@ -15,6 +15,7 @@ from test_models_reference import (ARCH_CFGS, REPO, build_model,
                                    load_converted, load_manifest,
                                    random_official_state_dict)
 
+from mmyolo_ext.deploy import reparameterize
 from mmyolo_ext.deploy.official_weights import (load_official_state_dict,
                                                 official_units)
 
@@ -195,3 +196,56 @@ def test_l_state_dict_round_trip_through_the_tool(tmp_path):
     for a, b in zip(actual, expected):
         assert b.std() > 0.1
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def export_official(model, manifest):
+    """``model``'s tensors under official keys: the converter's rule run
+    backwards (layers with weights, in index order, pair with our units)."""
+    indices = [row[0] for row, n in zip(manifest['layers'],
+                                        manifest['layer_num_params']) if n]
+    units = official_units(model)
+    assert len(units) == len(indices)
+    ours = model.state_dict()
+    exported = OrderedDict()
+    for index, unit in zip(indices, units):
+        inverse = sorted(((v, k) for k, v in unit.key_map.items() if v),
+                         key=lambda pair: -len(pair[0]))
+        for key, tensor in ours.items():
+            if not key.startswith(unit.path + '.'):
+                continue
+            sub = key[len(unit.path) + 1:]
+            for our_prefix, official_prefix in inverse:
+                if sub.startswith(our_prefix + '.'):
+                    sub = official_prefix + sub[len(our_prefix):]
+                    break
+            exported[f'model.{index}.{sub}'] = tensor
+    return exported
+
+
+def test_fused_official_state_dict_loads_as_an_equivalent_model():
+    """A state dict of the reference's fused model (Conv+BN folded, RepConv
+    as rbr_reparam, implicit folded into the head convs but still stored)
+    loads into our trainable structure and computes the same outputs."""
+    manifest = load_manifest('l', 'training')
+    official = random_official_state_dict(manifest, seed=6)
+    reference = build_model('l', device='meta')
+    assert load_converted(reference, official) == []
+    inputs = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = reference.eval()(inputs, mode='tensor')
+    fused = export_official(reparameterize(reference), manifest)
+    assert any(k.endswith('rbr_reparam.weight') for k in fused)
+    assert not any('.bn.' in k for k in fused)
+    fused.update((k, v) for k, v in official.items()
+                 if k.endswith(('.implicit', 'anchors', 'anchor_grid')))
+
+    state_dict, arch, report = tool.detect_and_convert(fused)
+    assert arch == 'l'
+    assert len(report.expanded_fused) == report.num_layers - 1  # all but head
+    model = build_model('l', device='meta')
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    with torch.no_grad():
+        actual = model.eval()(inputs, mode='tensor')
+    for a, b in zip(actual, expected):
+        torch.testing.assert_close(
+            a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))

@@ -125,6 +125,10 @@ def main() -> None:
         print('  no implicit layers in the source: '
               f'{len(report.filled_identity)} ImplicitA/M tensors set to '
               'identity (0 / 1)')
+    if report.expanded_fused:
+        print(f'  {len(report.expanded_fused)} layers stored fused were '
+              'expanded (identity BatchNorm, RepConv kernel in its 3x3 '
+              'branch): same outputs, trainable structure')
     if report.missing_aux:
         print(f'  no auxiliary head in the source: {len(report.missing_aux)} '
               'aux-head keys will be missing when loading (fine for '

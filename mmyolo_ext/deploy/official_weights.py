@@ -20,6 +20,8 @@ import torch.nn as nn
 from mmcv.cnn import ConvModule
 from torch import Tensor
 
+from mmyolo_ext.models.layers import RepConv
+
 # official key: 'model.<layer index>.<sub-module path>.<tensor name>'
 _LAYER_PREFIX = 'model.'
 
@@ -49,6 +51,9 @@ class ConversionReport:
         has_aux (bool): The source has the P6 auxiliary head.
         filled_identity (list[str]): Our keys set to identity values (the
             implicit layers of a deploy checkpoint).
+        expanded_fused (list[int]): Official layers stored fused (a conv
+            with bias and no BatchNorm, a RepConv as ``rbr_reparam``),
+            loaded as equivalent unfused tensors.
         missing_aux (list[str]): Our auxiliary-head keys the source lacks.
         anchors_px (list, optional): The source's anchors in pixels, per
             level ``[w, h]`` pairs, when it stores them.
@@ -58,6 +63,7 @@ class ConversionReport:
     has_implicit: bool = False
     has_aux: bool = False
     filled_identity: List[str] = field(default_factory=list)
+    expanded_fused: List[int] = field(default_factory=list)
     missing_aux: List[str] = field(default_factory=list)
     anchors_px: Optional[list] = None
     anchors_match: Optional[bool] = None
@@ -223,6 +229,62 @@ def _map_sub_key(sub: str, key_map: Dict[str, Optional[str]]
     return False, sub
 
 
+def _identity_bn(bias: Tensor, eps: float,
+                 scale: float = 1.) -> Dict[str, Tensor]:
+    """Eval-mode BatchNorm tensors computing ``scale * x + bias``."""
+    return {
+        'weight': torch.full_like(bias, scale),
+        'bias': bias,
+        'running_mean': torch.zeros_like(bias),
+        'running_var': torch.full_like(bias, 1. - eps),
+        'num_batches_tracked': torch.tensor(0),
+    }
+
+
+def _expand_fused_layer(subs: Dict[str, Tensor], unit: OfficialUnit,
+                        model: nn.Module) -> Optional[Dict[str, Tensor]]:
+    """Unfused official tensors equivalent to a layer stored fused, or None
+    when nothing in it is fused (or our model is fused as well).
+
+    A fused ``Conv`` (conv with bias, no BatchNorm; also inside SPPCSPC /
+    DownC) gets an identity BatchNorm carrying the bias; a fused ``RepConv``
+    (``rbr_reparam``) puts its kernel in the 3x3 branch and zeros in the 1x1
+    and identity branches.
+    """
+    out = dict(subs)
+    for sub in subs:
+        if sub != 'conv.bias' and not sub.endswith('.conv.bias'):
+            continue
+        prefix = sub[:-len('conv.bias')]  # '' or e.g. 'cv2.'
+        _, mapped = _map_sub_key(sub, unit.key_map)
+        owner = mapped[:-len('conv.bias')].rstrip('.')
+        module = model.get_submodule(
+            f'{unit.path}.{owner}' if owner else unit.path)
+        if (f'{prefix}bn.weight' in subs or not isinstance(module, ConvModule)
+                or not module.with_norm or module.conv.bias is not None):
+            continue
+        del out[sub]
+        out.update((f'{prefix}bn.{k}', v) for k, v in _identity_bn(
+            subs[sub], module.bn.eps).items())
+    module = model.get_submodule(unit.path)
+    if (isinstance(module, RepConv) and module.fused_conv is None
+            and 'rbr_reparam.weight' in subs):
+        weight = out.pop('rbr_reparam.weight')
+        bias = out.pop('rbr_reparam.bias')
+        zeros = torch.zeros_like(bias)
+        eps = module.dense_branch.bn.eps
+        out['rbr_dense.0.weight'] = weight
+        out['rbr_1x1.0.weight'] = weight.new_zeros(*weight.shape[:2], 1, 1)
+        out.update((f'rbr_dense.1.{k}', v)
+                   for k, v in _identity_bn(bias, eps).items())
+        out.update((f'rbr_1x1.1.{k}', v)
+                   for k, v in _identity_bn(zeros, eps).items())
+        if module.identity_branch is not None:
+            out.update((f'rbr_identity.{k}', v)
+                       for k, v in _identity_bn(zeros, eps, 0.).items())
+    return out if out.keys() != subs.keys() else None
+
+
 def _model_anchors_px(model: nn.Module) -> Optional[Tensor]:
     for module in model.modules():
         generator = getattr(module, 'prior_generator', None)
@@ -248,7 +310,10 @@ def convert_official_state_dict(
     checkpoint (plain ``Detect``) the implicit layers get their identity
     values (ImplicitA 0, ImplicitM 1), so the model computes the same
     function; a P6 deploy checkpoint has no auxiliary head, whose keys are
-    then reported missing.
+    then reported missing. Layers stored fused (the reference's
+    ``Model.fuse()``) are expanded to equivalent unfused tensors; the
+    implicit layers of such a checkpoint are already folded into the head
+    convs, so they get identity values too.
 
     Args:
         official (dict[str, Tensor]): Official state dict.
@@ -282,6 +347,10 @@ def convert_official_state_dict(
     converted: 'OrderedDict[str, Tensor]' = OrderedDict()
     source_anchors = None
     for (index, subs), unit in zip(layers.items(), units):
+        expanded = _expand_fused_layer(subs, unit, model)
+        if expanded is not None:
+            subs = expanded
+            report.expanded_fused.append(index)
         for sub, tensor in subs.items():
             official_key = f'{_LAYER_PREFIX}{index}.{sub}'
             matched, mapped = _map_sub_key(sub, unit.key_map)
@@ -294,7 +363,7 @@ def convert_official_state_dict(
                 raise ValueError(
                     f'{official_key} has no counterpart in the model '
                     f'(expected {key}): the checkpoint is a different '
-                    'architecture or a fused (re-parameterized) model')
+                    'architecture')
             if tuple(ours[key].shape) != tuple(tensor.shape):
                 raise ValueError(
                     f'{official_key} has shape {tuple(tensor.shape)}, the '
@@ -305,10 +374,17 @@ def convert_official_state_dict(
                 if tensor.is_floating_point() else tensor.clone())
     report.num_layers = len(layers)
 
+    # The reference's Model.fuse() folds ImplicitA/M into the head convs but
+    # keeps their parameters: in a fused checkpoint they are already applied.
+    implicit_folded = bool(report.expanded_fused) and report.has_implicit
+    if implicit_folded:
+        for key in [k for k in converted if k.endswith('.implicit')]:
+            del converted[key]
     for key, tensor in ours.items():
         if key in converted:
             continue
-        if key.endswith('.implicit') and not report.has_implicit:
+        if key.endswith('.implicit') and (implicit_folded
+                                          or not report.has_implicit):
             fill = 0. if '.implicit_a.' in key else 1.
             converted[key] = torch.full(
                 tensor.shape, fill, dtype=tensor.dtype, device='cpu')
