@@ -44,7 +44,8 @@ PY="$VENV/bin/python"
 PIP=("$PY" -m pip --disable-pip-version-check)
 
 # Build tooling: setuptools must still ship pkg_resources (mmcv's setup.py) and satisfy torch.
-"$PY" - <<'PYEOF' 2>/dev/null || "${PIP[@]}" install -q "setuptools>=77,<81" wheel ninja "numpy>=2,<3"
+"$PY" - <<'PYEOF' 2>/dev/null || "${PIP[@]}" install -q "setuptools>=77,<81" wheel ninja "numpy>=2,<3" \
+  || die "could not install the build tools (setuptools>=77,<81, wheel, ninja, numpy 2): is the package index reachable?"
 import importlib.metadata as m
 v = tuple(int(x) for x in m.version("setuptools").split(".")[:2])
 assert (77, 0) <= v < (81, 0)
@@ -56,7 +57,8 @@ if "$PY" -c 'import torch' 2>/dev/null; then
   say "keeping torch $("$PY" -c 'import torch; print(torch.__version__)') already in .venv"
 else
   say "installing $TORCH_SPEC"
-  "${PIP[@]}" install -q "$TORCH_SPEC"
+  "${PIP[@]}" install -q "$TORCH_SPEC" \
+    || die "could not install $TORCH_SPEC (is the package index reachable? TORCH_SPEC chooses another build)"
 fi
 # one interpreter start for all torch facts: version tag, CUDA build, nvcc
 read -r TORCH_TAG CUDA_VERSION CUDA_HOME_GUESS < <("$PY" - <<'PYEOF'
@@ -98,7 +100,8 @@ else
       || { tail -40 "$BUILD/build.log" >&2; die "mmcv build failed (log above)"; }
   fi
   say "installing cached $(basename "$WHEEL_DIR"/mmcv-$MMCV_VERSION-*.whl)"
-  "${PIP[@]}" install -q "$WHEEL_DIR"/mmcv-$MMCV_VERSION-*.whl
+  "${PIP[@]}" install -q "$WHEEL_DIR"/mmcv-$MMCV_VERSION-*.whl \
+    || die "could not install the cached mmcv wheel from $WHEEL_DIR (delete it to rebuild)"
   mmcv_ok || die "mmcv $MMCV_VERSION installed but 'import mmcv.ops' fails"
 fi
 
@@ -110,7 +113,8 @@ PYEOF
   say "OpenMMLab stack and mmyolo_ext already installed"
 else
   say "installing mmengine, mmdet, mmyolo, pycocotools and mmyolo_ext (editable)"
-  "${PIP[@]}" install -q --no-build-isolation -e "$ROOT[tests]"
+  "${PIP[@]}" install -q --no-build-isolation -e "$ROOT[tests]" \
+    || die "could not install mmengine/mmdet/mmyolo/pycocotools or mmyolo_ext (pip's message above)"
 fi
 
 "$PY" -c 'import mmyolo_ext, mmyolo, mmdet, mmcv.ops' || die "final import check failed"
