@@ -6,8 +6,8 @@
 #
 # Environment knobs:
 #   PYTHON=python3.11          interpreter used to create .venv
-#   TORCH_SPEC="torch==2.13.0" what to install when .venv has no torch yet (a torch already
-#                              in .venv, CUDA or not, is kept)
+#   TORCH_SPEC="torch==2.13.0" what to install when no torch is there yet (a torch already in
+#                              .venv, or in $PYTHON's own site-packages, CUDA or not, is kept)
 #   MMYOLO_EXT_CACHE=~/.cache/mmyolo_ext   where the built mmcv wheel is cached
 #   MAX_JOBS=N                 parallel compile jobs for mmcv (default: number of cores)
 set -euo pipefail
@@ -37,8 +37,15 @@ FREE_GB=$(df -Pk "$ROOT" | awk 'NR==2 {print int($4/1048576)}')
 
 # ---- virtual environment ----------------------------------------------------------
 if [ ! -x "$VENV/bin/python" ]; then
-  say "creating $VENV with Python $PYVER"
-  "$PYTHON" -m venv "$VENV"
+  BASE_TORCH=$("$PYTHON" -c 'import torch; print(torch.__version__)' 2>/dev/null || true)
+  if [ -n "$BASE_TORCH" ]; then
+    # keep the user's torch (a CUDA build, say): visible in .venv, not reinstalled
+    say "creating $VENV with Python $PYVER, reusing its torch $BASE_TORCH"
+    "$PYTHON" -m venv --system-site-packages "$VENV"
+  else
+    say "creating $VENV with Python $PYVER"
+    "$PYTHON" -m venv "$VENV"
+  fi
 fi
 PY="$VENV/bin/python"
 PIP=("$PY" -m pip --disable-pip-version-check)
