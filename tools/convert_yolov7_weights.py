@@ -12,6 +12,7 @@ number of classes is read from the head. DST holds ``state_dict`` (our keys)
 and ``meta``.
 """
 import argparse
+import functools
 import sys
 from pathlib import Path
 from typing import Dict, Optional, Tuple
@@ -44,8 +45,10 @@ def num_classes_of(official: Dict[str, torch.Tensor]) -> int:
     return weight.shape[0] // num_anchors - 5
 
 
+@functools.lru_cache(maxsize=None)
 def build_model(config: str, num_classes: int) -> nn.Module:
-    """Build a model from ``config`` on the meta device (no memory)."""
+    """Build a model from ``config`` on the meta device (no memory). Cached:
+    the conversion only reads the model's structure."""
     import mmyolo_ext  # noqa: F401  (registers our modules)
     from mmyolo.registry import MODELS
     cfg = Config.fromfile(config)
