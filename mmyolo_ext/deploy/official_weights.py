@@ -215,18 +215,16 @@ def official_units(model: nn.Module) -> List[OfficialUnit]:
     return units
 
 
-def _map_sub_key(sub: str, key_map: Dict[str, Optional[str]]
-                 ) -> Tuple[bool, Optional[str]]:
-    """Rename the longest mapped prefix of ``sub``; (matched, new key)."""
+def _map_sub_key(sub: str,
+                 key_map: Dict[str, Optional[str]]) -> Optional[str]:
+    """Rename the longest mapped prefix of ``sub`` (None: drop the key)."""
     parts = sub.split('.')
     for n in range(len(parts), 0, -1):
         prefix = '.'.join(parts[:n])
         if prefix in key_map:
             target = key_map[prefix]
-            if target is None:
-                return True, None
-            return True, '.'.join([target] + parts[n:])
-    return False, sub
+            return None if target is None else '.'.join([target] + parts[n:])
+    return sub
 
 
 def _identity_bn(bias: Tensor, eps: float,
@@ -256,11 +254,16 @@ def _expand_fused_layer(subs: Dict[str, Tensor], unit: OfficialUnit,
         if sub != 'conv.bias' and not sub.endswith('.conv.bias'):
             continue
         prefix = sub[:-len('conv.bias')]  # '' or e.g. 'cv2.'
-        _, mapped = _map_sub_key(sub, unit.key_map)
+        mapped = _map_sub_key(sub, unit.key_map)
+        if mapped is None or f'{prefix}bn.weight' in subs:
+            continue
         owner = mapped[:-len('conv.bias')].rstrip('.')
-        module = model.get_submodule(
-            f'{unit.path}.{owner}' if owner else unit.path)
-        if (f'{prefix}bn.weight' in subs or not isinstance(module, ConvModule)
+        try:
+            module = model.get_submodule(
+                f'{unit.path}.{owner}' if owner else unit.path)
+        except AttributeError:  # not this architecture: reported later
+            continue
+        if (not isinstance(module, ConvModule)
                 or not module.with_norm or module.conv.bias is not None):
             continue
         del out[sub]
@@ -353,7 +356,7 @@ def convert_official_state_dict(
             report.expanded_fused.append(index)
         for sub, tensor in subs.items():
             official_key = f'{_LAYER_PREFIX}{index}.{sub}'
-            matched, mapped = _map_sub_key(sub, unit.key_map)
+            mapped = _map_sub_key(sub, unit.key_map)
             if mapped is None:
                 if sub == 'anchors':
                     source_anchors = tensor.float()
