@@ -1,0 +1,3 @@
+# yolov7-tiny: the official model and training recipe (hyp.scratch.tiny) on
+# COCO.
+_base_ = ['./_base_/models/yolov7_tiny.py', './_base_/yolov7_recipe_tiny.py']

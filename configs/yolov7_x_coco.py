@@ -1,0 +1,2 @@
+# yolov7x: the official model and training recipe (hyp.scratch.p5) on COCO.
+_base_ = ['./_base_/models/yolov7_x.py', './_base_/yolov7_recipe_p5.py']

@@ -1,0 +1,281 @@
+"""A synthetic detection dataset of filled shapes, in COCO format.
+
+The embedded demo must train and evaluate without downloading anything, so it
+brings its own data: images of filled circles, rectangles and triangles on
+textured, noisy backgrounds, with COCO ``instances`` annotation files, written
+once under a data root and reused afterwards.
+
+The task is small but not trivial: 1-8 objects per image, 12-120 px boxes
+(log-uniform, so a third are below 25 px), random colours (kept apart from the
+background they sit on), rotated rectangles and triangles whose boxes hold
+background, overlaps (every object keeps at least ``min_visible`` of its area)
+and unlabelled line clutter on the background.
+
+Generation is deterministic: image ``i`` of a split draws from
+``numpy.random.default_rng([seed, split_index, i])``, so the same arguments
+give byte-identical annotation files. It is safe when several processes start
+at once (a distributed run): each writes into a private temporary directory
+and renames it into place; the first rename wins and the others are dropped.
+
+Layout under ``root``::
+
+    annotations/instances_train.json
+    annotations/instances_val.json
+    train/000000.jpg ...
+    val/000000.jpg ...
+    spec.json            # the arguments that made it
+"""
+import argparse
+import json
+import math
+import os
+import os.path as osp
+import shutil
+import tempfile
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+SHAPE_CLASSES = ('circle', 'rectangle', 'triangle')
+SPLITS = ('train', 'val')
+# cv2 drawing with 4 fractional bits gives sub-pixel shape geometry
+_SHIFT = 4
+_ONE = 1 << _SHIFT
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A smooth random colour field plus line clutter (uint8, HxWx3)."""
+    coarse = rng.uniform(30, 225, size=(4, 4, 3)).astype(np.float32)
+    field = cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC)
+    # medium-frequency blotches, so the texture is not just a gradient
+    blotches = rng.normal(0, 18, size=(size // 16, size // 16, 3))
+    field += cv2.resize(blotches.astype(np.float32), (size, size),
+                        interpolation=cv2.INTER_LINEAR)
+    img = np.clip(field, 0, 255).astype(np.uint8)
+    for _ in range(int(rng.integers(2, 9))):
+        p1 = tuple(int(v) for v in rng.integers(0, size, 2))
+        p2 = tuple(int(v) for v in rng.integers(0, size, 2))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        cv2.line(img, p1, p2, colour, int(rng.integers(1, 3)), cv2.LINE_AA)
+    return img
+
+
+def _shape_polygon(rng: np.random.Generator, label: int, extent: float,
+                   cx: float, cy: float) -> Optional[np.ndarray]:
+    """Vertices (Nx2, float) of a rectangle or triangle whose larger box side
+    is ``extent``, centred on (cx, cy); None for a circle."""
+    if SHAPE_CLASSES[label] == 'circle':
+        return None
+    theta = rng.uniform(0, math.pi)
+    if SHAPE_CLASSES[label] == 'rectangle':
+        aspect = rng.uniform(0.5, 1.0)
+        corners = np.array([[-1, -aspect], [1, -aspect], [1, aspect],
+                            [-1, aspect]])
+    else:  # triangle: an irregular one, vertices on jittered angles
+        angles = np.array([0., 2 * math.pi / 3, 4 * math.pi / 3])
+        angles += rng.uniform(-0.35, 0.35, 3)
+        corners = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    rot = np.array([[math.cos(theta), -math.sin(theta)],
+                    [math.sin(theta), math.cos(theta)]])
+    pts = corners @ rot.T
+    span = (pts.max(0) - pts.min(0)).max()
+    pts = pts * (extent / span)
+    pts -= (pts.max(0) + pts.min(0)) / 2  # centre the box, not the shape
+    return pts + np.array([cx, cy])
+
+
+def _draw(canvas: np.ndarray, label: int, extent: float, cx: float,
+          cy: float, poly: Optional[np.ndarray], colour) -> None:
+    # cv2 puts pixel centres on integers; our geometry uses pixel edges
+    if poly is None:
+        cv2.circle(canvas, (round((cx - .5) * _ONE), round((cy - .5) * _ONE)),
+                   round(extent / 2 * _ONE), colour, -1, cv2.LINE_AA, _SHIFT)
+    else:
+        pts = np.round((poly - .5) * _ONE).astype(np.int32)
+        cv2.fillPoly(canvas, [pts], colour, cv2.LINE_AA, shift=_SHIFT)
+
+
+def render_image(rng: np.random.Generator,
+                 size: int = 320,
+                 num_objects: Tuple[int, int] = (1, 8),
+                 extent_range: Tuple[float, float] = (12., 120.),
+                 min_visible: float = 0.6,
+                 max_tries: int = 30) -> Tuple[np.ndarray, List[Dict]]:
+    """Render one image and its objects.
+
+    Returns:
+        tuple: the BGR image (uint8) and one dict per object with ``label``
+        (index into :data:`SHAPE_CLASSES`), ``bbox`` (x, y, w, h in pixels)
+        and ``area`` (the shape's own pixel area).
+    """
+    img = _background(rng, size)
+    owner = np.full((size, size), -1, np.int32)  # which object shows where
+    areas: List[int] = []
+    objects: List[Dict] = []
+    wanted = int(rng.integers(num_objects[0], num_objects[1] + 1))
+    for _ in range(wanted):
+        label = int(rng.integers(len(SHAPE_CLASSES)))
+        log_lo, log_hi = np.log(extent_range)
+        extent = float(np.exp(rng.uniform(log_lo, log_hi)))
+        for _ in range(max_tries):
+            cx, cy = rng.uniform(extent / 2, size - extent / 2, 2)
+            poly = _shape_polygon(rng, label, extent, cx, cy)
+            mask = np.zeros((size, size), np.uint8)
+            _draw(mask, label, extent, cx, cy, poly, 255)
+            mask = mask >= 128
+            if objects:
+                # every earlier object must stay mostly visible
+                hidden = np.bincount(owner[mask & (owner >= 0)],
+                                     minlength=len(objects))
+                visible = np.array(areas) - hidden
+                if (visible < min_visible * np.array(areas)).any():
+                    continue
+            break
+        else:
+            continue  # no room for this one; the image gets fewer objects
+        # a colour that stands out from the background under the shape
+        under = img[mask].mean(0)
+        for _ in range(20):
+            colour = rng.integers(0, 256, 3)
+            if np.abs(colour - under).sum() >= 120:
+                break
+        _draw(img, label, extent, cx, cy, poly,
+              tuple(int(c) for c in colour))
+        owner[mask] = len(objects)
+        areas.append(int(mask.sum()))
+        if poly is None:
+            x0, y0, x1, y1 = cx - extent / 2, cy - extent / 2, \
+                cx + extent / 2, cy + extent / 2
+        else:
+            (x0, y0), (x1, y1) = poly.min(0), poly.max(0)
+        x0, y0 = max(x0, 0.), max(y0, 0.)
+        x1, y1 = min(x1, float(size)), min(y1, float(size))
+        objects.append(
+            dict(
+                label=label,
+                bbox=[round(float(v), 2) for v in (x0, y0, x1 - x0, y1 - y0)],
+                area=areas[-1]))
+    noise = rng.normal(0, float(rng.uniform(4, 14)), img.shape)
+    img = np.clip(img.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+    return img, objects
+
+
+def _write_split(root: str, split_index: int, split: str, num_images: int,
+                 size: int, seed: int) -> None:
+    os.makedirs(osp.join(root, split))
+    images, annotations = [], []
+    for i in range(num_images):
+        rng = np.random.default_rng([seed, split_index, i])
+        img, objects = render_image(rng, size)
+        file_name = f'{i:06d}.jpg'
+        cv2.imwrite(
+            osp.join(root, split, file_name), img,
+            [cv2.IMWRITE_JPEG_QUALITY, 95])
+        images.append(
+            dict(id=i + 1, file_name=file_name, width=size, height=size))
+        for obj in objects:
+            annotations.append(
+                dict(
+                    id=len(annotations) + 1,
+                    image_id=i + 1,
+                    category_id=obj['label'] + 1,
+                    bbox=obj['bbox'],
+                    area=obj['area'],
+                    iscrowd=0))
+    categories = [
+        dict(id=k + 1, name=name, supercategory='shape')
+        for k, name in enumerate(SHAPE_CLASSES)
+    ]
+    with open(osp.join(root, 'annotations', f'instances_{split}.json'),
+              'w') as f:
+        json.dump(
+            dict(
+                images=images,
+                annotations=annotations,
+                categories=categories),
+            f)
+
+
+def generate_shapes_dataset(root: str,
+                            num_train: int = 480,
+                            num_val: int = 120,
+                            img_size: int = 320,
+                            seed: int = 0) -> bool:
+    """Write the dataset under ``root`` unless it is already there.
+
+    Args:
+        root (str): Directory to create (e.g. ``data/shapes``).
+        num_train (int): Training images. Defaults to 480.
+        num_val (int): Validation images. Defaults to 120.
+        img_size (int): Side of the square images. Defaults to 320.
+        seed (int): Seed of the whole dataset. Defaults to 0.
+
+    Returns:
+        bool: True when this call wrote it, False when it existed already
+        (or another process wrote it first).
+    """
+    spec = dict(
+        num_train=num_train, num_val=num_val, img_size=img_size, seed=seed)
+    if osp.isdir(root):
+        _check_spec(root, spec)
+        return False
+    for name, value in spec.items():
+        if not isinstance(value, int) or value < (32 if name == 'img_size'
+                                                  else 0):
+            raise ValueError(f'generate_shapes_dataset: {name}={value!r} '
+                             'must be a non-negative int (img_size >= 32)')
+    parent = osp.dirname(osp.abspath(root))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix='.tmp_shapes_', dir=parent)
+    try:
+        os.makedirs(osp.join(tmp, 'annotations'))
+        for split_index, (split, num) in enumerate(
+                zip(SPLITS, (num_train, num_val))):
+            _write_split(tmp, split_index, split, num, img_size, seed)
+        with open(osp.join(tmp, 'spec.json'), 'w') as f:
+            json.dump(spec, f)
+        try:
+            os.rename(tmp, root)  # atomic: a reader sees all of it or none
+        except OSError:
+            if not osp.isdir(root):
+                raise
+            return False  # another process finished first
+        return True
+    finally:
+        if osp.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_spec(root: str, spec: Dict) -> None:
+    path = osp.join(root, 'spec.json')
+    if not osp.isfile(path):
+        raise FileNotFoundError(
+            f'{root} exists but has no spec.json: it is not a synthetic '
+            'shapes dataset (or an interrupted copy); remove it to '
+            'regenerate')
+    with open(path) as f:
+        found = json.load(f)
+    if found != spec:
+        raise ValueError(f'{root} holds a shapes dataset made with {found}, '
+                         f'not the requested {spec}; remove it to regenerate')
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('root', help='output directory, e.g. data/shapes')
+    parser.add_argument('--num-train', type=int, default=480)
+    parser.add_argument('--num-val', type=int, default=120)
+    parser.add_argument('--img-size', type=int, default=320)
+    parser.add_argument('--seed', type=int, default=0)
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    wrote = generate_shapes_dataset(args.root, args.num_train, args.num_val,
+                                    args.img_size, args.seed)
+    state = 'written' if wrote else 'already present'
+    print(f'{args.root}: {state} ({time.perf_counter() - start:.1f} s)')
+
+
+if __name__ == '__main__':
+    main()

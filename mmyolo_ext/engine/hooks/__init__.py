@@ -1,0 +1,5 @@
+from .curve_plot_hook import CurvePlotHook
+from .optim_step_ema_hook import OptimStepEMAHook
+from .yolov7_param_scheduler_hook import YOLOv7ParamSchedulerHook
+
+__all__ = ['CurvePlotHook', 'OptimStepEMAHook', 'YOLOv7ParamSchedulerHook']

@@ -1,0 +1,203 @@
+"""The COCO training configs against the official recipe.
+
+The expected values are a table written from the official hyp files and
+train.py / test.py (reference FACTS.md sections 1, 4 and 5), independent of
+the config files, so a typo in a config fails here.
+"""
+from pathlib import Path
+from typing import Iterator, List
+
+import pytest
+from mmengine.config import Config
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / 'configs'
+
+# hyp.scratch.{p5,p6,tiny}.yaml
+HYP = {
+    'p5': dict(lr0=0.01, lrf=0.1, box=0.05, cls=0.3, obj=0.7, translate=0.2,
+               scale=0.9, mixup=0.15),
+    'p6': dict(lr0=0.01, lrf=0.2, box=0.05, cls=0.3, obj=0.7, translate=0.2,
+               scale=0.9, mixup=0.15),
+    'tiny': dict(lr0=0.01, lrf=0.01, box=0.05, cls=0.5, obj=1.0,
+                 translate=0.1, scale=0.5, mixup=0.05),
+}
+COMMON_HYP = dict(momentum=0.937, weight_decay=0.0005, warmup_epochs=3,
+                  warmup_momentum=0.8, warmup_bias_lr=0.1, hsv_h=0.015,
+                  hsv_s=0.7, hsv_v=0.4, fliplr=0.5)
+ANCHORS = {
+    'p5': [[(12, 16), (19, 36), (40, 28)], [(36, 75), (76, 55), (72, 146)],
+           [(142, 110), (192, 243), (459, 401)]],
+    'tiny': [[(10, 13), (16, 30), (33, 23)], [(30, 61), (62, 45), (59, 119)],
+             [(116, 90), (156, 198), (373, 326)]],
+    'p6': [[(19, 27), (44, 40), (38, 94)], [(96, 68), (86, 152), (180, 137)],
+           [(140, 301), (303, 264), (238, 542)],
+           [(436, 615), (739, 380), (925, 792)]],
+}
+# config name -> (hyp family, input size, strides, aux head)
+MODELS = {
+    'tiny': ('tiny', 640, [8, 16, 32], False),
+    'l': ('p5', 640, [8, 16, 32], False),
+    'x': ('p5', 640, [8, 16, 32], False),
+    'w6': ('p6', 1280, [8, 16, 32, 64], True),
+    'e6': ('p6', 1280, [8, 16, 32, 64], True),
+    'd6': ('p6', 1280, [8, 16, 32, 64], True),
+    'e6e': ('p6', 1280, [8, 16, 32, 64], True),
+}
+
+
+def load(arch: str) -> Config:
+    return Config.fromfile(str(CONFIGS / f'yolov7_{arch}_coco.py'))
+
+
+def walk(transforms) -> Iterator[dict]:
+    """Every transform dict in a pipeline, nested ones included."""
+    if isinstance(transforms, dict):
+        yield transforms
+        for key in ('transforms', 'pre_transform'):
+            if key in transforms:
+                yield from walk(transforms[key])
+    elif isinstance(transforms, (list, tuple)):
+        for item in transforms:
+            yield from walk(item)
+
+
+def of_type(pipeline, name: str) -> List[dict]:
+    return [t for t in walk(pipeline) if t.get('type') == name]
+
+
+@pytest.mark.parametrize('arch', sorted(MODELS))
+def test_train_pipeline_matches_hyp(arch):
+    family, size, _, _ = MODELS[arch]
+    hyp = dict(HYP[family], **COMMON_HYP)
+    cfg = load(arch)
+    pipeline = cfg.train_dataloader.dataset.pipeline
+    assert cfg.train_dataloader.dataset.data_root == 'data/coco/'
+    assert cfg.train_dataloader.collate_fn.type == 'yolov5_collate'
+
+    # mosaic on every sample: 4 images 80 %, 9 images 20 %
+    choice, = [t for t in pipeline if t.get('type') == 'RandomChoice']
+    assert choice.prob == [0.8, 0.2]
+    (mosaic4, affine4), (mosaic9, affine9) = choice.transforms
+    assert mosaic4.type == 'Mosaic' and mosaic9.type == 'Mosaic9'
+    for mosaic in (mosaic4, mosaic9):
+        assert tuple(mosaic.img_scale) == (size, size)
+        assert mosaic.pad_val == 114.0
+    affines = of_type(pipeline, 'YOLOv5RandomAffine')
+    assert len(affines) == 4  # 2 in the mosaic choice, 2 in mixup's copy
+    for affine in affines:
+        assert affine.max_rotate_degree == 0 and affine.max_shear_degree == 0
+        assert affine.max_translate_ratio == pytest.approx(hyp['translate'])
+        assert affine.scaling_ratio_range == pytest.approx(
+            (1 - hyp['scale'], 1 + hyp['scale']))
+        assert tuple(affine.border) == (-size // 2, -size // 2)
+
+    mixup, = of_type(pipeline, 'YOLOv5MixUp')
+    assert (mixup.alpha, mixup.beta) == (8.0, 8.0)
+    assert mixup.prob == pytest.approx(hyp['mixup'])
+    assert of_type(mixup.pre_transform, 'RandomChoice') == [choice]
+
+    hsv, = of_type(pipeline, 'YOLOv5HSVRandomAug')
+    assert (hsv.hue_delta, hsv.saturation_delta, hsv.value_delta) == (
+        hyp['hsv_h'], hyp['hsv_s'], hyp['hsv_v'])
+    flip, = of_type(pipeline, 'mmdet.RandomFlip')
+    assert flip.prob == hyp['fliplr']
+    # order: load, mosaic, mixup, hsv, flip, pack
+    assert [t.type for t in pipeline] == [
+        'LoadImageFromFile', 'LoadAnnotations', 'RandomChoice',
+        'YOLOv5MixUp', 'YOLOv5HSVRandomAug', 'mmdet.RandomFlip',
+        'mmdet.PackDetInputs'
+    ]
+
+
+@pytest.mark.parametrize('arch', sorted(MODELS))
+def test_evaluation_matches_official_test(arch):
+    _, size, strides, _ = MODELS[arch]
+    cfg = load(arch)
+    dataset = cfg.val_dataloader.dataset
+    resize, = of_type(dataset.pipeline, 'YOLOv5KeepRatioResize')
+    letterbox, = of_type(dataset.pipeline, 'LetterResize')
+    assert tuple(resize.scale) == tuple(letterbox.scale) == (size, size)
+    assert letterbox.allow_scale_up is False
+    shapes = dataset.batch_shapes_cfg
+    assert shapes.type == 'BatchShapePolicy'
+    assert shapes.img_size == size
+    assert shapes.size_divisor == max(strides)
+    assert shapes.extra_pad_ratio == 0.5
+    assert shapes.batch_size == cfg.val_dataloader.batch_size
+
+    test_cfg = cfg.model.test_cfg
+    assert test_cfg.score_thr == 0.001
+    assert test_cfg.nms == dict(type='nms', iou_threshold=0.65)
+    assert test_cfg.max_per_img == 300
+    assert test_cfg.multi_label is True
+
+    evaluator = cfg.val_evaluator
+    assert evaluator.type == 'mmdet.CocoMetric'
+    assert evaluator.ann_file == (
+        'data/coco/annotations/instances_val2017.json')
+    # pycocotools: mAP counts maxDets == 100, mAP_50 counts maxDets[2]
+    assert list(evaluator.proposal_nums)[2] == 100
+
+
+@pytest.mark.parametrize('arch', sorted(MODELS))
+def test_model_and_loss_match_official(arch):
+    family, size, strides, aux = MODELS[arch]
+    hyp = HYP[family]
+    cfg = load(arch)
+    head = cfg.model.bbox_head
+    assert cfg.model.type == 'YOLOv7Detector'
+    assert head.type == 'IDetectHead'
+    assert head.head_module.num_classes == 80
+    assert list(head.head_module.featmap_strides) == strides
+    assert list(head.prior_generator.strides) == strides
+    anchors = [[tuple(a) for a in level]
+               for level in head.prior_generator.base_sizes]
+    assert anchors == ANCHORS[family]
+    assert ('aux_in_channels' in head.head_module) is aux
+
+    loss = head.loss
+    assert loss.type == 'ComputeLossOTA'
+    assert (loss.box_gain, loss.cls_gain, loss.obj_gain) == (
+        hyp['box'], hyp['cls'], hyp['obj'])
+    # the official rules scale the hyp gains for nc, levels, image size
+    assert loss.get('scale_gains', True) is True
+    assert loss.nominal_img_size == size
+    assert tuple(cfg.img_scale) == tuple(cfg.input_size) == (size, size)
+    assert cfg.model.data_preprocessor.type == 'YOLOv5DetDataPreprocessor'
+
+
+@pytest.mark.parametrize('arch', sorted(MODELS))
+def test_optimization_matches_official(arch):
+    family, _, _, _ = MODELS[arch]
+    hyp = dict(HYP[family], **COMMON_HYP)
+    cfg = load(arch)
+    wrapper = cfg.optim_wrapper
+    assert wrapper.type == 'SummedAccumulationOptimWrapper'
+    assert wrapper.constructor == 'NominalBatchOptimConstructor'
+    assert wrapper.paramwise_cfg == dict(base_total_batch_size=64)
+    assert 'accumulative_counts' not in wrapper  # derived from the batch
+    optimizer = wrapper.optimizer
+    assert optimizer.type == 'SGD' and optimizer.nesterov is True
+    assert optimizer.lr == hyp['lr0']
+    assert optimizer.momentum == hyp['momentum']
+    assert optimizer.weight_decay == hyp['weight_decay']
+    assert optimizer.batch_size_per_gpu == cfg.train_dataloader.batch_size
+
+    scheduler = cfg.default_hooks.param_scheduler
+    assert scheduler.type == 'YOLOv7ParamSchedulerHook'
+    assert scheduler.scheduler_type == 'cosine'
+    assert scheduler.lr_factor == hyp['lrf']
+    assert scheduler.max_epochs == cfg.train_cfg.max_epochs == 300
+    assert scheduler.warmup_epochs == hyp['warmup_epochs']
+    assert scheduler.warmup_mim_iter == 1000
+    assert scheduler.warmup_bias_lr == hyp['warmup_bias_lr']
+    assert scheduler.warmup_momentum == hyp['warmup_momentum']
+    assert cfg.get('param_scheduler') is None
+
+    ema, = [h for h in cfg.custom_hooks if 'EMA' in h.type]
+    assert ema.type == 'OptimStepEMAHook'
+    assert ema.ema_type == 'ExpMomentumEMA'
+    # decay 0.9999 * (1 - exp(-updates / 2000)), buffers averaged too
+    assert (ema.momentum, ema.gamma) == (0.0001, 2000)
+    assert ema.update_buffers is True
