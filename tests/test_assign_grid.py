@@ -122,7 +122,7 @@ def test_batched_matching_equals_per_image_loops(seed):
             cand_boxes,
             cand_image,
             base,
-            -logits,
+            lambda index, label: -logits[index, label],
             num_images,
             topk=10,
             max_pair_bytes=budget)

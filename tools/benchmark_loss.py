@@ -9,9 +9,11 @@ official layout ``(bs, na, ny, nx, 5 + nc)``. Ground truths are pixel xyxy
 boxes (MMYOLO's tensor form; it is cloned for every MMYOLO call because MMYOLO
 normalizes it in place) and the same boxes normalized as MMYOLO does for ours.
 Both losses are checked to agree term by term. Times are the median of
-repeated forward calls on one intra-op thread; peak memory is the process
-peak RSS increase of a forked child that makes one call. Figures are printed,
-never asserted.
+repeated forward calls on one intra-op thread, ours and the peer timed in
+alternating rounds, as wall-clock and as process CPU time (the CPU time
+leaves out waiting for a core on a loaded machine); peak memory is the
+process peak RSS increase of a forked child that makes one call. Figures are
+printed, never asserted.
 
 Usage::
 
@@ -30,7 +32,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from mmengine.config import Config
-from mmengine.registry import init_default_scope
+from mmengine.registry import DefaultScope, init_default_scope
 from mmengine.structures import InstanceData
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -131,14 +133,35 @@ def build_mmyolo(num_classes: int):
     return head
 
 
-def median_ms(fn: Callable[[], object], repeats: int) -> Tuple[float, object]:
-    result = fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3, result
+def timed(fn: Callable[[], object]) -> Tuple[float, float, object]:
+    """Wall-clock and process CPU time (ms) of one call, and its result."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = fn()
+    return ((time.perf_counter() - wall) * 1e3,
+            (time.process_time() - cpu) * 1e3, result)
+
+
+def interleaved_medians(fns: List[Callable[[], object]],
+                        repeats: List[int]) -> List[Tuple[float, float,
+                                                          object]]:
+    """Median wall and CPU times of several functions, timed in alternating
+    rounds (so that load from other processes hits them alike): in each of
+    ``max(repeats)`` rounds function ``i`` is called if it still has calls
+    left. The CPU time (process time) leaves out time the process waited
+    for a core."""
+    results = [fn() for fn in fns]  # warm-up
+    walls: List[List[float]] = [[] for _ in fns]
+    cpus: List[List[float]] = [[] for _ in fns]
+    for round_ in range(max(repeats)):
+        for i, fn in enumerate(fns):
+            # spread the calls of a function with fewer repeats over rounds
+            if round_ * repeats[i] // max(repeats) != (
+                    (round_ + 1) * repeats[i] // max(repeats)):
+                wall, cpu, results[i] = timed(fn)
+                walls[i].append(wall)
+                cpus[i].append(cpu)
+    return [(statistics.median(w), statistics.median(c), r)
+            for w, c, r in zip(walls, cpus, results)]
 
 
 def _child(fn, queue):
@@ -205,14 +228,6 @@ def run_loss_scenario(name: str, repeats: int, mmyolo_repeats: int) -> None:
         with torch.no_grad():
             return ours(preds, data['targets'], data['input_hw'])
 
-    print(f'\n[{name}] bs {batch_size}, {size}x{size}, {gts} GT/img, '
-          f'nc {num_classes}')
-    ours_ms, ours_out = median_ms(ours_call, repeats)
-    status, ours_mem = peak_extra_mb(ours_call)
-    print(f'  ours   ComputeLossOTA       : {ours_ms:9.1f} ms '
-          f'(median of {repeats}); peak extra memory '
-          f'{ours_mem:.0f} MB' if status == 'ok' else f'memory: {ours_mem}')
-
     head = build_mmyolo(num_classes)
     cls, box, obj = mmyolo_maps(data['raw'], num_classes)
     metas = [dict(batch_input_shape=data['input_hw'])] * batch_size
@@ -222,8 +237,15 @@ def run_loss_scenario(name: str, repeats: int, mmyolo_repeats: int) -> None:
             return head.loss_by_feat(cls, box, obj,
                                      data['gt_pixels'].clone(), metas)
 
+    print(f'\n[{name}] bs {batch_size}, {size}x{size}, {gts} GT/img, '
+          f'nc {num_classes}')
+    status, ours_mem = peak_extra_mb(ours_call)
+    mem = f'{ours_mem:.0f} MB' if status == 'ok' else ours_mem
     if not with_mmyolo:
-        # its (GT x candidate x class) tensors do not fit: show it, bounded
+        wall, cpu, _ = interleaved_medians([ours_call], [repeats])[0]
+        print(f'  ours   ComputeLossOTA: {wall:9.1f} ms wall, {cpu:9.1f} ms '
+              f'CPU (median of {repeats}); peak extra memory {mem}')
+        # MMYOLO's (GT x candidate x class) tensors do not fit: show it
         status, detail = peak_extra_mb(
             mmyolo_call, address_limit_gb=8, timeout_s=600)
         outcome = (f'ran, peak extra {detail:.0f} MB'
@@ -231,12 +253,16 @@ def run_loss_scenario(name: str, repeats: int, mmyolo_repeats: int) -> None:
         print(f'  MMYOLO YOLOv7Head.loss_by_feat: not timed; one call with '
               f'8 GB of extra address space: {outcome}')
         return
-    mm_ms, mm_out = median_ms(mmyolo_call, mmyolo_repeats)
+    (wall, cpu, ours_out), (mm_wall, mm_cpu, mm_out) = interleaved_medians(
+        [ours_call, mmyolo_call], [repeats, mmyolo_repeats])
     status, mm_mem = peak_extra_mb(mmyolo_call)
-    mem = f'{mm_mem:.0f} MB' if status == 'ok' else mm_mem
-    print(f'  MMYOLO YOLOv7Head.loss_by_feat: {mm_ms:9.1f} ms '
-          f'(median of {mmyolo_repeats}); peak extra memory {mem}')
-    print(f'  speed-up: {mm_ms / ours_ms:.1f}x')
+    mm_mem = f'{mm_mem:.0f} MB' if status == 'ok' else mm_mem
+    print(f'  ours   ComputeLossOTA        : {wall:9.1f} ms wall, {cpu:9.1f} '
+          f'ms CPU (median of {repeats}); peak extra memory {mem}')
+    print(f'  MMYOLO YOLOv7Head.loss_by_feat: {mm_wall:9.1f} ms wall, '
+          f'{mm_cpu:9.1f} ms CPU (median of {mmyolo_repeats}); peak extra '
+          f'memory {mm_mem}')
+    print(f'  speed-up: {mm_wall / wall:.1f}x wall, {mm_cpu / cpu:.1f}x CPU')
     print(f'  loss terms: {compare_terms(ours_out, mm_out)}')
 
 
@@ -278,19 +304,25 @@ def run_yolox_scenario(repeats: int) -> None:
                 scores=(torch.rand(len(priors), num_classes, generator=gen) *
                         torch.rand(len(priors), 1, generator=gen)).sqrt()))
     ours = TASK_UTILS.build(dict(type='SimOTAAssigner', center_radius=2.5))
-    theirs = MMDetSimOTAAssigner(center_radius=2.5)
-    ours_ms, ours_res = median_ms(lambda: ours.batch_assign(preds, gts),
-                                  repeats)
-    mm_ms, mm_res = median_ms(
-        lambda: [theirs.assign(p, g) for p, g in zip(preds, gts)], repeats)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        theirs = MMDetSimOTAAssigner(center_radius=2.5)
+    (ours_ms, ours_cpu, ours_res), (mm_ms, mm_cpu,
+                                    mm_res) = interleaved_medians(
+        [
+            lambda: ours.batch_assign(preds, gts),
+            lambda: [theirs.assign(p, g) for p, g in zip(preds, gts)]
+        ], [repeats, repeats])
     same = all(
         torch.equal(a.gt_inds, b.gt_inds) and torch.equal(a.labels, b.labels)
         for a, b in zip(ours_res, mm_res))
     print(f'\n[yolox_s] SimOTA, bs {batch_size}, {size}x{size}, '
           f'{len(priors)} priors, {gts_per_image} GT/img, nc {num_classes}')
-    print(f'  ours   SimOTAAssigner.batch_assign: {ours_ms:8.1f} ms')
-    print(f'  mmdet  SimOTAAssigner.assign x {batch_size}: {mm_ms:8.1f} ms')
-    print(f'  speed-up: {mm_ms / ours_ms:.1f}x; same assignment: {same}')
+    print(f'  ours   SimOTAAssigner.batch_assign : {ours_ms:8.1f} ms wall, '
+          f'{ours_cpu:8.1f} ms CPU')
+    print(f'  mmdet  SimOTAAssigner.assign x {batch_size}: {mm_ms:8.1f} ms '
+          f'wall, {mm_cpu:8.1f} ms CPU')
+    print(f'  speed-up: {mm_ms / ours_ms:.1f}x wall, {mm_cpu / ours_cpu:.1f}x '
+          f'CPU; same assignment: {same}')
 
 
 def main() -> None:

@@ -204,7 +204,7 @@ def dynamic_k_matching(
         cand_boxes: Tensor,
         cand_image: Tensor,
         cand_cls_base: Tensor,
-        cand_cls_delta: Tensor,
+        cand_cls_delta: Callable[[Tensor, Tensor], Tensor],
         num_images: int,
         topk: int,
         iou_weight: float = 3.0,
@@ -220,9 +220,11 @@ def dynamic_k_matching(
     2. ``k[g] = max(1, int(sum of the top min(topk, C) IoUs of row g))``.
     3. ``cost[g, c] = cls_cost[g, c] + iou_weight * -log(iou + iou_eps)
        (+ pair_penalty)``, with the class cost of a one-hot target written as
-       ``cand_cls_base[c] + cand_cls_delta[c, label[g]]`` (the per-class
+       ``cand_cls_base[c] + cand_cls_delta(c, label[g])`` (the per-class
        term summed over classes plus the correction at the ground truth's
-       class), so no (ground truth x candidate x class) tensor is formed.
+       class), so no (ground truth x candidate x class) tensor is formed;
+       the correction is evaluated once per (image, class present in it,
+       candidate of that image).
     4. Each ground truth takes its ``k[g]`` lowest-cost columns (equal costs:
        the lower column index first).
     5. A column taken by several ground truths goes to the ground truth with
@@ -244,8 +246,9 @@ def dynamic_k_matching(
         cand_image (Tensor): ``(K,)`` int64 image of every candidate.
         cand_cls_base (Tensor): ``(K,)`` class cost of an all-negative
             target.
-        cand_cls_delta (Tensor): ``(K, nc)`` change of the class cost when
-            class ``j`` is the positive one.
+        cand_cls_delta (callable): ``f(cand_index (M,), label (M,)) ->
+            (M,)``: change of the class cost of candidates when ``label`` is
+            the positive class.
         num_images (int): Batch size.
         topk (int): Number of top IoUs summed for the dynamic k.
         iou_weight (float): Weight of the IoU cost.
@@ -264,53 +267,55 @@ def dynamic_k_matching(
     device = cand_boxes.device
     if num_gts == 0 or num_cands == 0:
         return torch.full((num_cands, ), -1, dtype=torch.long, device=device)
-    num_classes = cand_cls_delta.size(1)
     gt_slot, gt_counts, max_gts = slots_in_segments(gt_image, num_images)
     cand_slot, cand_counts, max_cands = slots_in_segments(
         cand_image, num_images)
     inf = float('inf')
-
     shape_bc = (num_images, max_cands)
+
     # padded candidates: empty boxes (IoU 0) and infinite class cost
+    cand_flat = cand_image * max_cands + cand_slot
     cand_pack = cand_boxes.new_zeros((num_images * max_cands, 5))
     cand_pack[:, 4] = inf
-    cand_pack.index_copy_(0, cand_image * max_cands + cand_slot,
+    cand_pack.index_copy_(0, cand_flat,
                           torch.cat([cand_boxes, cand_cls_base[:, None]], 1))
     pad_boxes = cand_pack[:, :4].view(num_images, max_cands, 4)
     pad_base = cand_pack[:, 4].view(num_images, max_cands)
+    pad_cand = torch.full((num_images * max_cands, ),
+                          -1,
+                          dtype=torch.long,
+                          device=device).index_copy_(
+                              0, cand_flat,
+                              torch.arange(num_cands, device=device)).view(
+                                  num_images, max_cands)
     column = torch.arange(max_cands, device=device)
-    # (B * (nc + 1), C) rows of class-cost corrections; the extra class
-    # (label of padded ground truths) is infinite, so padded rows never win
-    # a column
-    pad_delta = cand_cls_delta.new_full((num_images, num_classes + 1,
-                                         max_cands), inf)
-    pad_delta[:, :num_classes].transpose(1, 2)[cand_image,
-                                               cand_slot] = cand_cls_delta
-    pad_delta = pad_delta.view(-1, max_cands)
-    # padded ground truths: [box, label, row]; label nc, row -1
+
+    # class-cost corrections, one row per (image, class) present; the last
+    # row (padded ground truths) is infinite, so padding never wins a column
+    image_class, class_row = torch.unique(
+        (gt_image << 32) | gt_labels, return_inverse=True)
+    row_cands = pad_cand[image_class >> 32]  # (U, C)
+    row_labels = (image_class & 0xFFFFFFFF)[:, None].expand_as(row_cands)
+    delta_rows = cand_boxes.new_full((image_class.numel() + 1, max_cands),
+                                     inf)
+    delta_rows[:-1] = cand_cls_delta(
+        row_cands.clamp(min=0).reshape(-1),
+        row_labels.reshape(-1)).view_as(row_cands).masked_fill_(
+            row_cands < 0, inf)
+
+    # padded ground truths: [box, delta row, ground-truth row]
     gt_pack = gt_boxes.new_zeros((num_images * max_gts, 6))
-    gt_pack[:, 4:] = gt_pack.new_tensor([num_classes, -1])
+    gt_pack[:, 4:] = gt_pack.new_tensor([image_class.numel(), -1])
     gt_pack.index_copy_(
         0, gt_image * max_gts + gt_slot,
         torch.cat([
-            gt_boxes, gt_labels[:, None].to(gt_boxes),
+            gt_boxes, class_row[:, None].to(gt_boxes),
             torch.arange(num_gts, device=device)[:, None].to(gt_boxes)
         ], 1))
     gt_pack = gt_pack.view(num_images, max_gts, 6)
     pad_gt_boxes = gt_pack[..., :4]
-    # row of each ground truth's class in pad_delta (exact in float32)
-    delta_row = gt_pack[..., 4].long() + (
-        torch.arange(num_images, device=device) * (num_classes + 1))[:, None]
+    pad_delta_row = gt_pack[..., 4].long()  # exact in float32
     pad_gt = gt_pack[..., 5].long()
-    pad_cand = None
-    if pair_penalty is not None:
-        pad_cand = torch.full((num_images * max_cands, ),
-                              -1,
-                              dtype=torch.long,
-                              device=device).index_copy_(
-                                  0, cand_image * max_cands + cand_slot,
-                                  torch.arange(num_cands, device=device))
-        pad_cand = pad_cand.view(num_images, max_cands)
 
     num_top = min(topk, max_cands)
     rank = torch.arange(num_top, device=device)
@@ -328,7 +333,8 @@ def dynamic_k_matching(
         iou = box_iou_xyxy(boxes, pad_boxes[:, None], union_eps)
         dynamic_k = torch.topk(
             iou, num_top, dim=2).values.sum(2).int().clamp_(min=1)
-        cost = pad_delta.index_select(0, delta_row[:, start:end].reshape(-1))
+        cost = delta_rows.index_select(0,
+                                       pad_delta_row[:, start:end].reshape(-1))
         cost = cost.view(num_images, end - start,
                          max_cands).add_(pad_base[:, None])
         cost.add_(torch.log(iou.add_(iou_eps)), alpha=-iou_weight)
@@ -516,13 +522,15 @@ class GridAssignerBase:
     @staticmethod
     def _candidate_costs(
             rows: Tensor, cands: GridCells, anchors_grid: Tensor,
-            strides: Sequence[int]) -> Tuple[Tensor, Tensor, Tensor]:
+            strides: Sequence[int]
+    ) -> Tuple[Tensor, Tensor, Callable[[Tensor, Tensor], Tensor]]:
         """Decoded boxes (pixels, xyxy) and class-cost terms of candidates.
 
         The class cost is the BCE of ``p = sqrt(sigmoid(cls) *
         sigmoid(obj))`` against the one-hot target. Summed over classes it is
-        ``base - log(1 - p_j)`` summed over all classes ``j``, plus
-        ``delta[j] = log(1 - p_j) - log(p_j)`` at the target class.
+        ``base = -sum_j log(1 - p_j)`` plus ``delta(j) = log(1 - p_j) -
+        log(p_j)`` at the target class ``j``; ``delta`` is returned as a
+        function of (candidate index, class), evaluated only where needed.
         """
         stride = rows.new_tensor(strides)[cands.level, None]
         anchor = anchors_grid[cands.level, cands.anchor]
@@ -536,7 +544,10 @@ class GridAssignerBase:
         # keep both logs finite where a probability rounds to 0 or 1
         finfo = torch.finfo(prob.dtype)
         prob.clamp_(min=finfo.tiny, max=1. - finfo.eps / 2)
-        log_neg = torch.log1p(prob.neg())
-        cls_base = log_neg.sum(1).neg_()
-        cls_delta = log_neg.sub_(prob.log_())
+        cls_base = torch.log(1 - prob).sum(1).neg_()
+
+        def cls_delta(cand_index: Tensor, label: Tensor) -> Tensor:
+            picked = prob[cand_index, label]
+            return torch.log(1 - picked).sub_(torch.log(picked))
+
         return boxes, cls_base, cls_delta

@@ -164,7 +164,10 @@ class SimOTAAssigner(GridAssignerBase):
         log_pos = torch.log(probs).clamp_(min=-100)
         log_neg = torch.log(1 - probs).clamp_(min=-100)
         cls_base = log_neg.sum(1).neg_().mul_(self.cls_weight)
-        cls_delta = log_neg.sub_(log_pos).mul_(self.cls_weight)
+
+        def cls_delta(cand_index: Tensor, label: Tensor) -> Tensor:
+            return (log_neg[cand_index, label] -
+                    log_pos[cand_index, label]) * self.cls_weight
 
         def centre_prior_penalty(boxes: Tensor, cand_index: Tensor) -> Tensor:
             points = cand_points[cand_index.clamp(min=0)]
