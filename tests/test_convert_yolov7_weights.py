@@ -45,7 +45,7 @@ def test_every_official_model_loads_with_no_missing_keys(arch, kind):
     official = meta_state_dict(load_manifest(arch, kind))
     state_dict, detected, report = tool.detect_and_convert(official)
     assert detected == arch
-    model = build_model(arch, device='meta')
+    model = build_model(arch, device='meta', with_loss=True)  # the config
     result = model.load_state_dict(state_dict, strict=False, assign=True)
     assert result.unexpected_keys == []
     p6 = arch in ('w6', 'e6', 'd6', 'e6e')

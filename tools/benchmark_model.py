@@ -13,11 +13,10 @@ Usage::
 """
 import argparse
 import copy
-import statistics
 import sys
 import time
 from pathlib import Path
-from typing import List, Sequence
+from typing import Dict, List, Sequence
 
 import torch
 import torch.nn as nn
@@ -85,21 +84,26 @@ def conv_gflops(model: nn.Module, size: int) -> float:
 
 
 def forward_times(models: Sequence[nn.Module], size: int, warmup: int,
-                  repeats: int) -> List[List[float]]:
-    """Seconds of batch-1 forwards at ``size`` x ``size``, per model.
+                  repeats: int) -> List[Dict[str, List[float]]]:
+    """Wall-clock and CPU (process) seconds of batch-1 forwards at ``size``
+    x ``size``, per model.
 
     The models run in turn, ``repeats`` times each after ``warmup`` runs, so
-    that load from other processes affects all of them alike.
+    that load from other processes affects all of them alike; the CPU time
+    is what the forward itself computed, less sensitive to that load.
     """
     inputs = torch.rand(1, 3, size, size)
-    times: List[List[float]] = [[] for _ in models]
+    times: List[Dict[str, List[float]]] = [
+        dict(wall=[], cpu=[]) for _ in models
+    ]
     with torch.no_grad():
         for i in range(warmup + repeats):
             for model, model_times in zip(models, times):
-                start = time.perf_counter()
+                wall, cpu = time.perf_counter(), time.process_time()
                 model(inputs, mode='tensor')
                 if i >= warmup:
-                    model_times.append(time.perf_counter() - start)
+                    model_times['wall'].append(time.perf_counter() - wall)
+                    model_times['cpu'].append(time.process_time() - cpu)
     return times
 
 
@@ -138,21 +142,20 @@ def main() -> None:
 
     if time_archs:
         print(f'\nCPU forward, batch 1, {args.size}x{args.size}, '
-              f'{args.threads} thread(s), {args.repeats} runs each, '
-              'interleaved; seconds, best (median):')
-        print('model        unfused           re-parameterized  speed-up '
-              '(best, median)')
+              f'{args.threads} thread(s), best of {args.repeats} interleaved '
+              'runs; seconds of wall-clock / CPU time:')
+        print('model        unfused          re-parameterized  speed-up')
     for arch in time_archs:
         unfused = build_model(arch, 'cpu')
         fused = reparameterize(copy.deepcopy(unfused))
-        times = forward_times([unfused, fused], args.size, args.warmup,
-                              args.repeats)
-        (u_min, f_min), (u_med, f_med) = ([min(t) for t in times],
-                                          [statistics.median(t)
-                                           for t in times])
-        print(f'{OFFICIAL[arch][0]:<12} {u_min:6.3f} ({u_med:6.3f})'
-              f'   {f_min:6.3f} ({f_med:6.3f})   {u_min / f_min:5.2f}x, '
-              f'{u_med / f_med:5.2f}x')
+        before, after = forward_times([unfused, fused], args.size,
+                                      args.warmup, args.repeats)
+        best = {k: (min(before[k]), min(after[k])) for k in ('wall', 'cpu')}
+        print(f'{OFFICIAL[arch][0]:<12} '
+              f'{best["wall"][0]:6.3f} / {best["cpu"][0]:6.3f}  '
+              f'{best["wall"][1]:6.3f} / {best["cpu"][1]:6.3f}   '
+              f'{best["wall"][0] / best["wall"][1]:4.2f}x / '
+              f'{best["cpu"][0] / best["cpu"][1]:4.2f}x')
 
 
 if __name__ == '__main__':
