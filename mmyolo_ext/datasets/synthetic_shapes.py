@@ -100,16 +100,29 @@ def _draw(canvas: np.ndarray, label: int, extent: float, cx: float,
 def render_image(rng: np.random.Generator,
                  size: int = 320,
                  num_objects: Tuple[int, int] = (1, 8),
-                 extent_range: Tuple[float, float] = (12., 120.),
+                 extent_range: Optional[Tuple[float, float]] = None,
                  min_visible: float = 0.6,
                  max_tries: int = 30) -> Tuple[np.ndarray, List[Dict]]:
     """Render one image and its objects.
+
+    Args:
+        rng (numpy.random.Generator): The source of randomness.
+        size (int): Side of the square image. Defaults to 320.
+        num_objects (tuple[int, int]): Least and most objects (the most may
+            not fit). Defaults to (1, 8).
+        extent_range (tuple[float, float], optional): Least and largest
+            box side in pixels, drawn log-uniformly. Defaults to 12-120 px
+            at 320 px, in proportion at other sizes.
+        min_visible (float): Least visible share of every object's area.
+        max_tries (int): Placements tried per object.
 
     Returns:
         tuple: the BGR image (uint8) and one dict per object with ``label``
         (index into :data:`SHAPE_CLASSES`), ``bbox`` (x, y, w, h in pixels)
         and ``area`` (the shape's own pixel area).
     """
+    if extent_range is None:
+        extent_range = (size * 12 / 320, size * 120 / 320)
     img = _background(rng, size)
     owner = np.full((size, size), -1, np.int32)  # which object shows where
     areas: List[int] = []
