@@ -3,6 +3,7 @@ unfused one does, with the official deploy parameter count."""
 import pytest
 import torch
 import torch.nn as nn
+from mmdet.structures import DetDataSample
 from test_models_reference import (VECTORS, build_model, load_converted,
                                    load_manifest, num_params,
                                    official_decoded_order,
@@ -67,7 +68,23 @@ def test_reparameterized_tiny_matches_official_fused_outputs():
     model = build_model('tiny', device='meta')
     assert load_converted(model, official) == []
     torch.set_num_threads(1)
+    meta = dict(ori_shape=(320, 320), img_shape=(320, 320),
+                batch_input_shape=(320, 320), scale_factor=(1., 1.))
+    samples = [DetDataSample(metainfo=meta) for _ in range(2)]
+    with torch.no_grad():
+        before = model.eval().predict(data['input'], samples)
     _compare_fused(model, data['input'], atol=1e-3)
+    with torch.no_grad():
+        after = model.predict(data['input'], samples)
+    for a, b in zip(after, before):
+        # each of the top 20 detections is among the unfused model's top 40
+        # (near-tied scores may swap places)
+        a, b = a.pred_instances[:20], b.pred_instances[:40]
+        for label, box, score in zip(a.labels, a.bboxes, a.scores):
+            same = ((b.labels == label)
+                    & ((b.bboxes - box).abs().amax(1) < 0.05)
+                    & ((b.scores - score).abs() < 1e-4))
+            assert same.any()
     assert num_params(model) == load_manifest('tiny',
                                               'deploy')['num_params_fused']
     with torch.no_grad():
