@@ -264,6 +264,56 @@ def run_loss_scenario(name: str, repeats: int, mmyolo_repeats: int) -> None:
           f'memory {mm_mem}')
     print(f'  speed-up: {mm_wall / wall:.1f}x wall, {mm_cpu / cpu:.1f}x CPU')
     print(f'  loss terms: {compare_terms(ours_out, mm_out)}')
+    print(f'  matches: {compare_matches(ours, head, preds, data)}')
+
+
+def compare_matches(ours, head, preds, data) -> str:
+    """Compare our lead assignment with MMYOLO's (multisets of (image,
+    anchor, cell, target)) and tell whether every difference is at a cell
+    that occurs several times among the candidates: such copies have equal
+    costs, and which copy ``torch.topk`` takes is an artifact of its sorting
+    algorithm (std::partial_sort / nth_element on CPU, another on CUDA); we
+    take the lowest-index copies."""
+    from collections import Counter
+    num_classes = data['num_classes']
+    targets = data['targets']
+    with torch.no_grad():
+        out = ours(preds, targets, data['input_hw'], return_assignment=True)
+        cls, box, obj = mmyolo_maps(data['raw'], num_classes)
+        head_preds = head._merge_predict_results(box, obj, cls)
+        metas = [dict(batch_input_shape=data['input_hw'])] * len(preds[0])
+        normed = head._convert_gt_to_norm_format(data['gt_pixels'].clone(),
+                                                 metas)
+        theirs = head.assigner(head_preds, normed, data['input_hw'],
+                               head.priors_base_sizes, head.grid_offset)
+        cands = ours.assigner.candidates(
+            targets, [tuple(p.shape[2:4]) for p in preds],
+            ours.anchors_grid)
+    repeated = Counter(
+        zip(cands.level.tolist(), cands.image.tolist(), cands.anchor.tolist(),
+            cands.grid_y.tolist(), cands.grid_x.tolist()))
+    # a target row is identified by its values (MMYOLO returns the values)
+    row_of = {tuple(v): i for i, v in enumerate(targets.tolist())}
+    differ, on_repeated, total = 0, 0, 0
+    for level, cells in enumerate(out['assignment']):
+        mine = Counter(
+            zip(*(cells[k].tolist()
+                  for k in ('image', 'anchor', 'grid_y', 'grid_x',
+                            'target'))))
+        info = theirs['mlvl_positive_infos'][level].tolist()
+        rows = theirs['mlvl_targets_normed'][level][:, :6].tolist()
+        other = Counter((b, a, gy, gx, row_of[tuple(r)])
+                        for (b, a, gx, gy), r in zip(info, rows))
+        total += sum(mine.values())
+        for row, count in ((mine - other) + (other - mine)).items():
+            differ += count
+            if repeated[(level, ) + row[:4]] > 1:
+                on_repeated += count
+    if differ == 0:
+        return f'identical ({total} matched rows)'
+    return (f'{differ} of {total} matched rows differ, {on_repeated} of them '
+            'at cells that occur several times among the candidates '
+            '(equal-cost copies; tie order of torch.topk vs ours)')
 
 
 def run_yolox_scenario(repeats: int) -> None:

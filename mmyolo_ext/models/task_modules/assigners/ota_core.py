@@ -546,8 +546,12 @@ class GridAssignerBase:
         prob.clamp_(min=finfo.tiny, max=1. - finfo.eps / 2)
         cls_base = torch.log(1 - prob).sum(1).neg_()
 
+        num_classes = prob.size(1)
+
         def cls_delta(cand_index: Tensor, label: Tensor) -> Tensor:
-            picked = prob[cand_index, label]
+            # flat index_select: much faster than two-tensor indexing
+            picked = prob.view(-1).index_select(
+                0, cand_index * num_classes + label)
             return torch.log(1 - picked).sub_(torch.log(picked))
 
         return boxes, cls_base, cls_delta

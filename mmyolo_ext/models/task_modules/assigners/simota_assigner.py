@@ -165,9 +165,12 @@ class SimOTAAssigner(GridAssignerBase):
         log_neg = torch.log(1 - probs).clamp_(min=-100)
         cls_base = log_neg.sum(1).neg_().mul_(self.cls_weight)
 
+        num_classes = probs.size(1)
+
         def cls_delta(cand_index: Tensor, label: Tensor) -> Tensor:
-            return (log_neg[cand_index, label] -
-                    log_pos[cand_index, label]) * self.cls_weight
+            flat = cand_index * num_classes + label
+            return (log_neg.view(-1).index_select(0, flat) -
+                    log_pos.view(-1).index_select(0, flat)) * self.cls_weight
 
         def centre_prior_penalty(boxes: Tensor, cand_index: Tensor) -> Tensor:
             points = cand_points[cand_index.clamp(min=0)]
