@@ -158,17 +158,14 @@ def render_image(rng: np.random.Generator,
               tuple(int(c) for c in colour))
         owner[mask] = len(objects)
         areas.append(int(mask.sum()))
-        if poly is None:
-            x0, y0, x1, y1 = cx - extent / 2, cy - extent / 2, \
-                cx + extent / 2, cy + extent / 2
-        else:
-            (x0, y0), (x1, y1) = poly.min(0), poly.max(0)
-        x0, y0 = max(x0, 0.), max(y0, 0.)
-        x1, y1 = min(x1, float(size)), min(y1, float(size))
+        # the box of the pixels drawn (cv2's anti-aliasing widens shapes by
+        # about a pixel), whole even where later objects cover it
+        ys, xs = np.nonzero(mask)
+        x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
         objects.append(
             dict(
                 label=label,
-                bbox=[round(float(v), 2) for v in (x0, y0, x1 - x0, y1 - y0)],
+                bbox=[int(v) for v in (x0, y0, x1 - x0, y1 - y0)],
                 area=areas[-1]))
     noise = rng.normal(0, float(rng.uniform(4, 14)), img.shape)
     img = np.clip(img.astype(np.float32) + noise, 0, 255).astype(np.uint8)
