@@ -230,40 +230,44 @@ class ComputeLossOTA(BaseModule):
         if rows.size(0) == 0:
             return (zero.view(num_heads, nl), dense_obj.view(num_heads, nl),
                     zero.view(num_heads, nl))
-        count = torch.bincount(segment, minlength=num_segments).to(rows)
+        count = zero.index_add(0, segment, torch.ones_like(rows[:, 0]))
 
         # box: CIoU in cells, relative to the matched cell
-        sizes = rows.new_tensor([[p.size(3), p.size(2)] for p in preds[:nl]])
-        matched = targets[cells.target]
+        level_shape = torch.tensor([p.shape[1:4] for p in preds[:nl]],
+                                   device=rows.device).index_select(
+                                       0, cells.level)  # na, ny, nx
+        level_wh = level_shape[:, [2, 1]].to(rows)
+        matched = targets.index_select(0, cells.target)
         grid = torch.stack([cells.grid_x, cells.grid_y], 1)
-        level_wh = sizes[cells.level]
         target_box = torch.cat([
             matched[:, 2:4] * level_wh - grid, matched[:, 4:6] * level_wh
         ], 1)
-        pred_box = torch.cat([
-            rows[:, :2].sigmoid() * 2. - 0.5,
-            (rows[:, 2:4].sigmoid() * 2)**2 *
-            anchors_grid[cells.level, cells.anchor]
-        ], 1)
+        sig = rows[:, :4].sigmoid()
+        anchors = anchors_grid.view(-1, 2).index_select(
+            0, cells.level * anchors_grid.size(1) + cells.anchor)
+        pred_box = torch.cat(
+            [sig[:, :2] * 2. - 0.5, (sig[:, 2:] * 2)**2 * anchors], 1)
         ciou = ciou_xywh(pred_box, target_box)
         box = zero.index_add(0, segment, 1.0 - ciou) / count.clamp(min=1)
 
         # objectness: BCE(x, t) = softplus(x) - x * t; one target per cell,
         # the last matched row's
-        shape = torch.tensor([p.shape[1:4] for p in preds[:nl]],
-                             device=rows.device)[cells.level]  # na, ny, nx
-        cell = ((cells.image * shape[:, 0] + cells.anchor) * shape[:, 1] +
-                cells.grid_y) * shape[:, 2] + cells.grid_x
+        cell = ((cells.image * level_shape[:, 0] + cells.anchor) *
+                level_shape[:, 1] + cells.grid_y) * level_shape[:, 2] + \
+            cells.grid_x
         num_cells = max(p[..., 4].numel() for p in preds[:nl])
-        order = torch.argsort(segment * num_cells + cell, stable=True)
-        sorted_key = (segment * num_cells + cell)[order]
+        key = segment * num_cells + cell
+        order = torch.argsort(key, stable=True)
+        sorted_key = key.index_select(0, order)
         is_last = torch.ones_like(sorted_key, dtype=torch.bool)
         is_last[:-1] = sorted_key[1:] != sorted_key[:-1]
         last = order[is_last]
-        numel = rows.new_tensor([p[..., 4].numel() for p in preds[:num_segments]])
+        numel = rows.new_tensor(
+            [p[..., 4].numel() for p in preds[:num_segments]])
+        obj_target = ciou.detach().index_select(0, last).clamp_(min=0)
         obj = dense_obj - zero.index_add(
-            0, segment[last],
-            rows[last, 4] * ciou.detach()[last].clamp(min=0)) / numel
+            0, segment.index_select(0, last),
+            rows[:, 4].index_select(0, last) * obj_target) / numel
 
         # class: BCE against the one-hot class, mean over rows and classes
         cls = zero

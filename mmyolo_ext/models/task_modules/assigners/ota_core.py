@@ -37,7 +37,8 @@ _NEIGHBOUR_OFFSETS = ((0., 0.), (1., 0.), (0., 1.), (-1., 0.), (0., -1.))
 
 @dataclass
 class GridCells:
-    """Flat list of (ground truth, anchor, cell) entries over all levels.
+    """Flat list of (ground truth, anchor, cell) entries over all levels,
+    grouped by level (level 0 first; the producers here keep this order).
 
     Every field is an int64 tensor of the same length ``K``.
 
@@ -59,31 +60,40 @@ class GridCells:
     def __len__(self) -> int:
         return self.image.numel()
 
+    def fields(self) -> Tuple[Tensor, ...]:
+        return (self.image, self.anchor, self.grid_y, self.grid_x,
+                self.target, self.level)
+
     def index(self, index: Tensor) -> 'GridCells':
-        """Entries selected by a boolean mask or an index tensor."""
-        return GridCells(self.image[index], self.anchor[index],
-                         self.grid_y[index], self.grid_x[index],
-                         self.target[index], self.level[index])
+        """Entries at the given int64 positions."""
+        return GridCells(*(f.index_select(0, index) for f in self.fields()))
 
     def with_target(self, target: Tensor) -> 'GridCells':
         """The same cells with other ground-truth rows."""
         return GridCells(self.image, self.anchor, self.grid_y, self.grid_x,
                          target, self.level)
 
+    def level_slices(self, num_levels: int) -> List[slice]:
+        """Position range of every level (one host synchronisation)."""
+        counts = torch.zeros(
+            num_levels, dtype=torch.long,
+            device=self.level.device).index_add_(
+                0, self.level, torch.ones_like(self.level)).tolist()
+        starts = [sum(counts[:i]) for i in range(num_levels)]
+        return [slice(a, a + n) for a, n in zip(starts, counts)]
+
     def split_levels(self, num_levels: int) -> List[Dict[str, Tensor]]:
         """Per level a dict of ``image, anchor, grid_y, grid_x, target``,
         keeping the order of the entries."""
-        out = []
-        for level in range(num_levels):
-            keep = self.level == level
-            out.append(
-                dict(
-                    image=self.image[keep],
-                    anchor=self.anchor[keep],
-                    grid_y=self.grid_y[keep],
-                    grid_x=self.grid_x[keep],
-                    target=self.target[keep]))
-        return out
+        return [
+            dict(
+                image=self.image[part],
+                anchor=self.anchor[part],
+                grid_y=self.grid_y[part],
+                grid_x=self.grid_x[part],
+                target=self.target[part])
+            for part in self.level_slices(num_levels)
+        ]
 
 
 def grid_candidates(targets: Tensor, grid_sizes: Sequence[Tuple[int, int]],
@@ -134,10 +144,13 @@ def grid_candidates(targets: Tensor, grid_sizes: Sequence[Tuple[int, int]],
     ], 1)  # (nl, 5, n)
     level, offset_i, anchor_i, target_i = torch.nonzero(
         use_offset[:, :, None, :] & fits[:, None], as_tuple=True)
-    cell = (centre[level, target_i] - offsets[offset_i]).long()
-    limit = sizes.long()[level] - 1
+    num_targets = targets.size(0)
+    cell = (centre.reshape(-1, 2).index_select(0, level * num_targets +
+                                               target_i) -
+            offsets.index_select(0, offset_i)).long()
+    limit = (sizes.long() - 1).index_select(0, level)
     return GridCells(
-        image=targets[target_i, 0].long(),
+        image=targets[:, 0].long().index_select(0, target_i),
         anchor=anchor_i,
         grid_y=torch.minimum(cell[:, 1].clamp_(min=0), limit[:, 1]),
         grid_x=torch.minimum(cell[:, 0].clamp_(min=0), limit[:, 0]),
@@ -149,10 +162,15 @@ def gather_cells(preds: Sequence[Tensor], cells: GridCells) -> Tensor:
     """Channel vectors ``(K, C)`` of the predictions at the given cells, in
     the cells' order (differentiable)."""
     rows = []
-    for level, pred in enumerate(preds):
-        at_level = cells.level == level
-        rows.append(pred[cells.image[at_level], cells.anchor[at_level],
-                         cells.grid_y[at_level], cells.grid_x[at_level]])
+    for pred, part in zip(preds, cells.level_slices(len(preds))):
+        image, anchor = cells.image[part], cells.anchor[part]
+        grid_y, grid_x = cells.grid_y[part], cells.grid_x[part]
+        if pred.is_contiguous():  # (the official layout) rows are contiguous
+            _, num_anchors, ny, nx, channels = pred.shape
+            flat = ((image * num_anchors + anchor) * ny + grid_y) * nx + grid_x
+            rows.append(pred.view(-1, channels).index_select(0, flat))
+        else:
+            rows.append(pred[image, anchor, grid_y, grid_x])
     # cells are grouped by level, so the concatenation keeps their order
     return torch.cat(rows)
 
@@ -168,9 +186,10 @@ def slots_in_segments(segment: Tensor,
         return segment.new_zeros(0), counts, 0
     order = torch.argsort(segment, stable=True)
     starts = torch.cumsum(counts, 0) - counts
-    slots = torch.empty_like(segment)
-    slots[order] = torch.arange(
-        segment.numel(), device=segment.device) - starts[segment[order]]
+    slots = torch.empty_like(segment).index_copy_(
+        0, order,
+        torch.arange(segment.numel(), device=segment.device) -
+        starts.index_select(0, segment.index_select(0, order)))
     return slots, counts, int(counts.max())
 
 
@@ -294,7 +313,7 @@ def dynamic_k_matching(
     # row (padded ground truths) is infinite, so padding never wins a column
     image_class, class_row = torch.unique(
         (gt_image << 32) | gt_labels, return_inverse=True)
-    row_cands = pad_cand[image_class >> 32]  # (U, C)
+    row_cands = pad_cand.index_select(0, image_class >> 32)  # (U, C)
     row_labels = (image_class & 0xFFFFFFFF)[:, None].expand_as(row_cands)
     delta_rows = cand_boxes.new_full((image_class.numel() + 1, max_cands),
                                      inf)
@@ -369,7 +388,7 @@ def dynamic_k_matching(
     owner_slot = torch.where(take_count > 1, col_argmin, taker)
     owner = torch.gather(pad_gt, 1, owner_slot.clamp(min=0))
     owner = torch.where(take_count > 0, owner, -1)
-    return owner[cand_image, cand_slot]
+    return owner.view(-1).index_select(0, cand_flat)
 
 
 class GridAssignerBase:
@@ -482,8 +501,9 @@ class GridAssignerBase:
             max_pair_bytes=self.max_pair_bytes)
         keep = torch.nonzero(matched >= 0, as_tuple=True)[0]
         # per level: by image, then candidate order (a stable sort)
-        sort_key = cands.level[keep] * num_images + cands.image[keep]
-        keep = keep[torch.argsort(sort_key, stable=True)]
+        sort_key = (cands.level.index_select(0, keep) * num_images +
+                    cands.image.index_select(0, keep))
+        keep = keep.index_select(0, torch.argsort(sort_key, stable=True))
         return cands.with_target(matched).index(keep), keep
 
     @torch.no_grad()
@@ -532,8 +552,10 @@ class GridAssignerBase:
         log(p_j)`` at the target class ``j``; ``delta`` is returned as a
         function of (candidate index, class), evaluated only where needed.
         """
-        stride = rows.new_tensor(strides)[cands.level, None]
-        anchor = anchors_grid[cands.level, cands.anchor]
+        stride = rows.new_tensor(strides).index_select(0, cands.level)[:,
+                                                                        None]
+        anchor = anchors_grid.view(-1, 2).index_select(
+            0, cands.level * anchors_grid.size(1) + cands.anchor)
         grid = torch.stack([cands.grid_x, cands.grid_y], 1)
         # one sigmoid over whole contiguous rows is faster than on slices
         sig = rows.sigmoid()
