@@ -201,3 +201,44 @@ def test_optimization_matches_official(arch):
     # decay 0.9999 * (1 - exp(-updates / 2000)), buffers averaged too
     assert (ema.momentum, ema.gamma) == (0.0001, 2000)
     assert ema.update_buffers is True
+
+
+@pytest.mark.parametrize('arch', ['tiny', 'l', 'w6'])
+def test_train_and_val_pipelines_run(arch, tmp_path):
+    """The recipe's transforms build and produce inputs of the recipe's
+    size (COCO replaced by a few synthetic images)."""
+    from mmengine.registry import init_default_scope
+    from mmyolo.registry import DATASETS
+
+    import mmyolo_ext  # noqa: F401
+    _, size, _, _ = MODELS[arch]
+    cfg = load(arch)
+    init_default_scope('mmyolo')
+    spec = dict(num_train=4, num_val=2, img_size=160, seed=0)
+    data = dict(
+        type='SyntheticShapesDataset',
+        data_root=str(tmp_path / 'shapes'),
+        generate=spec)
+    train = DATASETS.build(
+        dict(
+            cfg.train_dataloader.dataset,
+            ann_file='annotations/instances_train.json',
+            data_prefix=dict(img='train/'),
+            **data))
+    val = DATASETS.build(
+        dict(
+            cfg.val_dataloader.dataset,
+            ann_file='annotations/instances_val.json',
+            data_prefix=dict(img='val/'),
+            **data))
+    for i in range(2):
+        sample = train[i]
+        assert tuple(sample['inputs'].shape) == (3, size, size)
+        boxes = sample['data_samples'].gt_instances.bboxes.tensor
+        assert (boxes >= 0).all() and (boxes <= size).all()
+    sample = val[0]
+    # the official rectangular shape of a square image: the input size
+    # plus half a stride, rounded up to a stride multiple
+    stride = max(MODELS[arch][2])
+    side = -(-(size // stride + 0.5) // 1) * stride
+    assert tuple(sample['inputs'].shape[1:]) == (side, side)
