@@ -10,7 +10,7 @@ boxes (MMYOLO's tensor form; it is cloned for every MMYOLO call because MMYOLO
 normalizes it in place) and the same boxes normalized as MMYOLO does for ours.
 Both losses are checked to agree term by term. Times are the median of
 repeated forward calls on one intra-op thread, ours and the peer timed in
-alternating rounds, as wall-clock and as process CPU time (the CPU time
+alternating blocks of calls, as wall-clock and as process CPU time (the CPU time
 leaves out waiting for a core on a loaded machine); peak memory is the
 process peak RSS increase of a forked child that makes one call. Figures are
 printed, never asserted.
@@ -142,21 +142,22 @@ def timed(fn: Callable[[], object]) -> Tuple[float, float, object]:
 
 
 def interleaved_medians(fns: List[Callable[[], object]],
-                        repeats: List[int]) -> List[Tuple[float, float,
-                                                          object]]:
+                        repeats: List[int],
+                        rounds: int = 5) -> List[Tuple[float, float, object]]:
     """Median wall and CPU times of several functions, timed in alternating
-    rounds (so that load from other processes hits them alike): in each of
-    ``max(repeats)`` rounds function ``i`` is called if it still has calls
-    left. The CPU time (process time) leaves out time the process waited
-    for a core."""
+    blocks (so that load from other processes hits them alike): in each of
+    ``rounds`` rounds every function is called about ``repeats[i] /
+    rounds`` times in a row. The CPU time (process time) leaves out time the
+    process waited for a core."""
     results = [fn() for fn in fns]  # warm-up
     walls: List[List[float]] = [[] for _ in fns]
     cpus: List[List[float]] = [[] for _ in fns]
-    for round_ in range(max(repeats)):
+    rounds = max(1, min(rounds, min(repeats)))
+    for round_ in range(rounds):
         for i, fn in enumerate(fns):
-            # spread the calls of a function with fewer repeats over rounds
-            if round_ * repeats[i] // max(repeats) != (
-                    (round_ + 1) * repeats[i] // max(repeats)):
+            calls = ((round_ + 1) * repeats[i] // rounds -
+                     round_ * repeats[i] // rounds)
+            for _ in range(calls):
                 wall, cpu, results[i] = timed(fn)
                 walls[i].append(wall)
                 cpus[i].append(cpu)

@@ -338,10 +338,10 @@ def dynamic_k_matching(
 
     num_top = min(topk, max_cands)
     rank = torch.arange(num_top, device=device)
-    take_count = torch.zeros(shape_bc, dtype=torch.long, device=device)
-    taker = torch.full(shape_bc, -1, dtype=torch.long, device=device)
-    col_min = cand_boxes.new_full(shape_bc, inf)
-    col_argmin = torch.zeros(shape_bc, dtype=torch.long, device=device)
+    # per column: (number of takers << 32) + sum of (taker slot + 1); with a
+    # single taker the sum is its slot + 1
+    takes_packed = torch.zeros(shape_bc, dtype=torch.long, device=device)
+    col_min = col_argmin = None
     image_base = (torch.arange(num_images, device=device) *
                   max_cands).view(-1, 1, 1)
     chunk = max(1,
@@ -367,25 +367,27 @@ def dynamic_k_matching(
         takes = ((rank < dynamic_k[..., None]) &
                  (picked < cand_counts.view(-1, 1, 1)) &
                  (pad_gt[:, start:end, None] >= 0))
-        # masked updates without boolean indexing (no host synchronisation)
-        flat_cols = (picked + image_base).view(-1)
-        take_count.view(-1).index_add_(0, flat_cols, takes.view(-1).long())
+        # masked update without boolean indexing (no host synchronisation)
         gt_slots = torch.arange(start, end, device=device).view(1, -1, 1)
-        taker.view(-1).scatter_reduce_(
-            0, flat_cols,
-            torch.where(takes, gt_slots, -1).view(-1),
-            reduce='amax')
+        takes_packed.view(-1).index_add_(
+            0, (picked + image_base).view(-1),
+            torch.where(takes, gt_slots + ((1 << 32) + 1), 0).view(-1))
         # column minimum and its first ground truth (float amin twice is
         # much faster than min(dim) with indices over a middle dimension;
         # slots are exact in float32)
         chunk_min = cost.amin(dim=1)
         chunk_argmin = torch.where(cost == chunk_min[:, None],
                                    gt_slots.to(cost), inf).amin(dim=1).long()
-        better = chunk_min < col_min
-        col_min = torch.where(better, chunk_min, col_min)
-        col_argmin = torch.where(better, chunk_argmin, col_argmin)
+        if col_min is None:
+            col_min, col_argmin = chunk_min, chunk_argmin
+        else:
+            better = chunk_min < col_min
+            col_min = torch.where(better, chunk_min, col_min)
+            col_argmin = torch.where(better, chunk_argmin, col_argmin)
 
-    owner_slot = torch.where(take_count > 1, col_argmin, taker)
+    take_count = takes_packed >> 32
+    owner_slot = torch.where(take_count > 1, col_argmin,
+                             (takes_packed & 0xFFFFFFFF) - 1)
     owner = torch.gather(pad_gt, 1, owner_slot.clamp(min=0))
     owner = torch.where(take_count > 0, owner, -1)
     return owner.view(-1).index_select(0, cand_flat)
