@@ -152,7 +152,8 @@ class ComputeLossOTA(BaseModule):
         """
         self._check_preds(preds)
         batch_size = preds[0].size(0)
-        targets = self._checked_targets(targets, batch_size)
+        targets = self._checked_targets(targets, batch_size,
+                                        preds[0].device)
         nl = self.num_levels
         lead_preds = list(preds[:nl])
         with_aux = len(preds) == 2 * nl
@@ -304,13 +305,15 @@ class ComputeLossOTA(BaseModule):
                     ', lead has '
                     f'{tuple(preds[i - self.num_levels].shape)}')
 
-    def _checked_targets(self, targets: Tensor, batch_size: int) -> Tensor:
-        """Validate ``targets`` with one host synchronisation; raise a
-        ValueError naming the first bad row."""
+    def _checked_targets(self, targets: Tensor, batch_size: int,
+                         device: torch.device) -> Tensor:
+        """Validate ``targets`` (one host synchronisation) and return them as
+        float32 on ``device``; raise a ValueError naming the first bad row.
+        """
         if targets.dim() != 2 or targets.size(1) != 6:
             raise ValueError('targets must be (n, 6) rows [image, class, cx, '
                              f'cy, w, h], got shape {tuple(targets.shape)}')
-        targets = targets.detach().float()
+        targets = targets.detach().float().to(device)
         image, label, boxes = targets[:, 0], targets[:, 1], targets[:, 2:]
         bad_image = (image < 0) | (image >= batch_size) | (image !=
                                                              image.floor())
