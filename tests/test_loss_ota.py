@@ -324,27 +324,3 @@ def test_crowded_batch_stays_within_memory_bound():
 
     assert _peak_extra_mb_in_child(call) < 2048
 
-
-def test_yolo_targets_from_instances_and_packed_tensor():
-    from mmengine.structures import InstanceData
-
-    from mmyolo_ext.models.losses import yolo_targets
-    instances = [
-        InstanceData(
-            bboxes=torch.tensor([[10., 20., 50., 40.]]),
-            labels=torch.tensor([2])),
-        InstanceData(bboxes=torch.zeros(0, 4), labels=torch.zeros(0).long()),
-        InstanceData(
-            bboxes=torch.tensor([[0., 0., 64., 32.], [32., 16., 48., 64.]]),
-            labels=torch.tensor([0, 1])),
-    ]
-    expected = torch.tensor([[0, 2, 30 / 64, 30 / 128, 40 / 64, 20 / 128],
-                             [2, 0, 32 / 64, 16 / 128, 64 / 64, 32 / 128],
-                             [2, 1, 40 / 64, 40 / 128, 16 / 64, 48 / 128]])
-    torch.testing.assert_close(yolo_targets(instances, (128, 64)), expected)
-    packed = torch.tensor([[0, 2, 10., 20., 50., 40.],
-                           [2, 0, 0., 0., 64., 32.],
-                           [2, 1, 32., 16., 48., 64.]])
-    before = packed.clone()
-    torch.testing.assert_close(yolo_targets(packed, (128, 64)), expected)
-    assert torch.equal(packed, before)
