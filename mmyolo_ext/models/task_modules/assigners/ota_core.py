@@ -13,8 +13,18 @@ modes) and :class:`V7AuxAssigner`:
 * :class:`GridAssignerBase`: candidates + optional dynamic-k matching on the
   per-level raw predictions of an anchor-based YOLO head.
 
-Everything is vectorised: no Python loop over images or ground truths, and no
-host synchronisation other than the few needed to size tensors.
+Everything is vectorised: no Python loop over images or ground truths (only
+over ground-truth chunks when the pairs exceed the memory budget), the same
+code on CPU and CUDA, and a fixed number of host synchronisations per call
+(tensor sizes), none per image or ground truth.
+
+Ties: a cell generated for several ground truths (or offsets) is several
+candidate columns with equal costs. Each ground truth takes the cheapest
+columns, equal costs in column order (deterministic on every device). The
+reference uses ``torch.topk``, whose order among equal values is an artifact
+of its sorting algorithm (and differs between CPU and CUDA); the multisets of
+matches agree with the official vectors, while in very crowded batches the
+reference may pick other copies of a repeated cell.
 """
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
