@@ -54,3 +54,40 @@ def test_demo_trains_evaluates_and_plots(tmp_path):
     assert 0 <= evaluation['coco/bbox_mAP_50'] <= 1
     png = (tmp_path / 'work' / 'curves.png').read_bytes()
     assert png.startswith(b'\x89PNG') and len(png) > 10_000
+
+
+def test_curve_history_survives_a_checkpoint(tmp_path):
+    from types import SimpleNamespace
+
+    from mmyolo_ext.engine.hooks import CurvePlotHook
+    runner = SimpleNamespace(iter=0, epoch=0, work_dir=str(tmp_path))
+    hook = CurvePlotHook(smooth=2)
+    hook.before_train(runner)
+    for i in range(3):
+        runner.iter = i
+        outputs = dict(loss=3. - i, loss_cls=1., acc=0.5)
+        if i == 2:
+            outputs['loss_aux'] = 0.1  # a term that appears late
+        hook.after_train_iter(runner, i, outputs=outputs)
+    runner.epoch = 1
+    hook.after_val_epoch(runner, {'coco/bbox_mAP_50': 0.25, 'other': 1.})
+    checkpoint = {}
+    hook.before_save_checkpoint(runner, checkpoint)
+
+    resumed = CurvePlotHook(smooth=2)
+    resumed.after_load_checkpoint(runner, checkpoint)
+    resumed.before_train(runner)
+    runner.iter = 3
+    resumed.after_train_iter(runner, 3, outputs=dict(loss=0.5, loss_cls=.5))
+    resumed.after_train(runner)
+
+    curves = json.loads((tmp_path / 'curves.json').read_text())
+    assert curves['loss_iters'] == [1, 2, 3, 4]
+    assert curves['losses']['loss'] == [3., 2., 1., .5]
+    aux = curves['losses']['loss_aux']
+    assert aux[2] == 0.1 and all(v != v for v in aux[:2] + aux[3:])  # NaN
+    assert 'acc' not in curves['losses']
+    evaluation, = curves['evals']
+    assert evaluation['epoch'] == 1 and evaluation['coco/bbox_mAP_50'] == .25
+    assert 'other' not in evaluation
+    assert (tmp_path / 'curves.png').read_bytes().startswith(b'\x89PNG')

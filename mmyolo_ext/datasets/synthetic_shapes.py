@@ -5,11 +5,11 @@ brings its own data: images of filled circles, rectangles and triangles on
 textured, noisy backgrounds, with COCO ``instances`` annotation files, written
 once under a data root and reused afterwards.
 
-The task is small but not trivial: 1-8 objects per image, 12-120 px boxes
-(log-uniform, so a third are below 25 px), random colours (kept apart from the
-background they sit on), rotated rectangles and triangles whose boxes hold
-background, overlaps (every object keeps at least ``min_visible`` of its area)
-and unlabelled line clutter on the background.
+The task is small but not trivial: 1-8 objects per image, boxes of 12-120 px
+(uniform), random colours (kept apart from the background they sit on),
+rotated rectangles and irregular triangles whose boxes hold background,
+overlaps (every object keeps at least ``min_visible`` of its area), Gaussian
+noise, and up to two unlabelled lines on the background.
 
 Generation is deterministic: image ``i`` of a split draws from
 ``numpy.random.default_rng([seed, split_index, i])``, so the same arguments
@@ -39,6 +39,9 @@ import cv2
 import numpy as np
 
 SHAPE_CLASSES = ('circle', 'rectangle', 'triangle')
+# bumped whenever the same arguments would draw different data, so that data
+# made by an older version is reported instead of silently reused
+FORMAT_VERSION = 2
 SPLITS = ('train', 'val')
 # cv2 drawing with 4 fractional bits gives sub-pixel shape geometry
 _SHIFT = 4
@@ -54,7 +57,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     field += cv2.resize(blotches.astype(np.float32), (size, size),
                         interpolation=cv2.INTER_LINEAR)
     img = np.clip(field, 0, 255).astype(np.uint8)
-    for _ in range(int(rng.integers(2, 9))):
+    for _ in range(int(rng.integers(0, 3))):
         p1 = tuple(int(v) for v in rng.integers(0, size, 2))
         p2 = tuple(int(v) for v in rng.integers(0, size, 2))
         colour = tuple(int(c) for c in rng.integers(0, 256, 3))
@@ -111,7 +114,7 @@ def render_image(rng: np.random.Generator,
         num_objects (tuple[int, int]): Least and most objects (the most may
             not fit). Defaults to (1, 8).
         extent_range (tuple[float, float], optional): Least and largest
-            box side in pixels, drawn log-uniformly. Defaults to 12-120 px
+            box side in pixels, drawn uniformly. Defaults to 12-120 px
             at 320 px, in proportion at other sizes.
         min_visible (float): Least visible share of every object's area.
         max_tries (int): Placements tried per object.
@@ -130,8 +133,7 @@ def render_image(rng: np.random.Generator,
     wanted = int(rng.integers(num_objects[0], num_objects[1] + 1))
     for _ in range(wanted):
         label = int(rng.integers(len(SHAPE_CLASSES)))
-        log_lo, log_hi = np.log(extent_range)
-        extent = float(np.exp(rng.uniform(log_lo, log_hi)))
+        extent = float(rng.uniform(*extent_range))
         for _ in range(max_tries):
             cx, cy = rng.uniform(extent / 2, size - extent / 2, 2)
             poly = _shape_polygon(rng, label, extent, cx, cy)
@@ -152,7 +154,7 @@ def render_image(rng: np.random.Generator,
         under = img[mask].mean(0)
         for _ in range(20):
             colour = rng.integers(0, 256, 3)
-            if np.abs(colour - under).sum() >= 120:
+            if np.abs(colour - under).sum() >= 150:
                 break
         _draw(img, label, extent, cx, cy, poly,
               tuple(int(c) for c in colour))
@@ -227,6 +229,7 @@ def generate_shapes_dataset(root: str,
         (or another process wrote it first).
     """
     spec = dict(
+        version=FORMAT_VERSION,
         num_train=num_train, num_val=num_val, img_size=img_size, seed=seed)
     if osp.isdir(root):
         _check_spec(root, spec)

@@ -145,7 +145,8 @@ class CurvePlotHook(Hook):
             else:
                 line.set_label(key)
         ax_loss.set_xlabel('iteration')
-        ax_loss.set_ylabel('loss')
+        ax_loss.set_ylabel('loss (log scale)')
+        ax_loss.set_yscale('log')
         ax_loss.set_title(f'training loss (moving average of {self.smooth})')
         if self.losses:
             ax_loss.legend()
