@@ -324,3 +324,13 @@ def test_crowded_batch_stays_within_memory_bound():
 
     assert _peak_extra_mb_in_child(call) < 2048
 
+
+
+def test_assigners_are_ours_under_any_default_scope():
+    from mmengine.registry import DefaultScope
+
+    from mmyolo_ext.models.task_modules.assigners import SimOTAAssigner
+    for scope in ('mmdet', 'mmyolo', 'mmyolo_ext'):
+        with DefaultScope.overwrite_default_scope(scope):
+            loss_module = p5_loss()
+        assert isinstance(loss_module.assigner, SimOTAAssigner)

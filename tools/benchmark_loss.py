@@ -215,7 +215,7 @@ def compare_terms(ours: Dict[str, torch.Tensor],
         for a, b in pairs)
     values = ', '.join(f'{a} {float(ours[a]):.6g} / {float(theirs[b]):.6g}'
                        for a, b in pairs)
-    verdict = 'same' if worst < 1e-4 else 'DIFFERENT'
+    verdict = 'same' if worst < 1e-4 else 'differ'
     return f'{verdict} (max rel diff {worst:.1e}): {values}'
 
 

@@ -5,9 +5,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from mmengine.model import BaseModule
+from mmengine.registry import DefaultScope
 from torch import Tensor
 
-from mmyolo_ext.registry import MODELS, TASK_UTILS
+from mmyolo_ext.registry import MODELS, SCOPE, TASK_UTILS
 from ..task_modules.assigners.ota_core import GridCells, gather_cells
 from .ciou import ciou_xywh
 
@@ -74,7 +75,8 @@ class ComputeLossOTA(BaseModule):
         obj_level_weights (Sequence[float], optional): Objectness weight per
             level; default ``[4, 1, 0.4]`` (3 levels), ``[4, 1, 0.25, 0.06]``
             (4 levels).
-        assigner (dict): Config of the lead-head assigner (TASK_UTILS).
+        assigner (dict): Config of the lead-head assigner (TASK_UTILS; plain
+            type names are looked up in the ``mmyolo_ext`` scope first).
         aux_assigner (dict): Config of the auxiliary-head assigner.
         aux_weight (float): Weight of the auxiliary head's terms.
         aux_lead_topk (int): Dynamic-k top-k of the lead assignment when an
@@ -130,8 +132,11 @@ class ComputeLossOTA(BaseModule):
             anchors_px / torch.tensor(self.strides,
                                       dtype=torch.float32).view(-1, 1, 1),
             persistent=False)
-        self.assigner = TASK_UTILS.build(assigner)
-        self.aux_assigner = TASK_UTILS.build(aux_assigner)
+        # plain names are ours whatever the caller's default scope (under
+        # 'mmdet', 'SimOTAAssigner' would be MMDetection's)
+        with DefaultScope.overwrite_default_scope(SCOPE):
+            self.assigner = TASK_UTILS.build(assigner)
+            self.aux_assigner = TASK_UTILS.build(aux_assigner)
         self.aux_weight = aux_weight
         self.aux_lead_topk = aux_lead_topk
 
