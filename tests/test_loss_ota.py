@@ -334,3 +334,31 @@ def test_assigners_are_ours_under_any_default_scope():
         with DefaultScope.overwrite_default_scope(scope):
             loss_module = p5_loss()
         assert isinstance(loss_module.assigner, SimOTAAssigner)
+
+
+def test_rows_and_objectness_gradient_equals_autograd_and_keeps_layout():
+    from mmyolo_ext.models.losses import rows_and_objectness
+    gen = torch.Generator().manual_seed(5)
+    raw = torch.randn(2, 3 * 8, 4, 5, generator=gen, dtype=torch.float64)
+    image = torch.tensor([0, 1, 1, 1])
+    anchor = torch.tensor([2, 0, 0, 1])
+    grid_y = torch.tensor([3, 1, 1, 0])  # a repeated cell
+    grid_x = torch.tensor([4, 2, 2, 0])
+    weights = torch.randn(4, 8, generator=gen, dtype=torch.float64)
+
+    def loss(fn, raw):
+        pred = raw.view(2, 3, 8, 4, 5).permute(0, 1, 3, 4, 2)
+        rows, obj = fn(pred)
+        return (rows * weights).sum() + 3 * obj
+
+    ours_raw = raw.clone().requires_grad_()
+    loss(
+        lambda p: rows_and_objectness(p, image, anchor, grid_y, grid_x),
+        ours_raw).backward()
+    ref_raw = raw.clone().requires_grad_()
+    loss(
+        lambda p: (p[image, anchor, grid_y, grid_x],
+                   torch.nn.functional.softplus(p[..., 4]).mean()),
+        ref_raw).backward()
+    torch.testing.assert_close(ours_raw.grad, ref_raw.grad)
+    assert ours_raw.grad.is_contiguous()

@@ -11,6 +11,7 @@ from torch import Tensor
 from mmyolo_ext.registry import MODELS, SCOPE, TASK_UTILS
 from ..task_modules.assigners.ota_core import GridCells, gather_cells
 from .ciou import ciou_xywh
+from .dense_objectness import rows_and_objectness
 
 # Objectness weight of each level, by number of levels (official values).
 _DEFAULT_OBJ_LEVEL_WEIGHTS = {3: [4.0, 1.0, 0.4], 4: [4.0, 1.0, 0.25, 0.06]}
@@ -178,7 +179,7 @@ class ComputeLossOTA(BaseModule):
         # lead head: gather the candidates' rows once, for the matching and
         # (the matched ones) for the loss
         cands = self.assigner.candidates(targets, grid_sizes, anchors_grid)
-        cand_rows = gather_cells(lead_preds, cands)
+        cand_rows, lead_obj = self._rows_and_objectness(lead_preds, cands)
         lead_topk = (
             self.aux_lead_topk
             if with_aux and self.assigner.topk is not None else None)
@@ -187,6 +188,7 @@ class ComputeLossOTA(BaseModule):
             batch_size, lead_topk)
         head_cells = [lead_cells]
         head_rows = [cand_rows.index_select(0, lead_index)]
+        dense_obj = [lead_obj]
         if with_aux:
             # the auxiliary assignment is made on the lead predictions
             aux_cands = self.aux_assigner.candidates(targets, grid_sizes,
@@ -197,11 +199,15 @@ class ComputeLossOTA(BaseModule):
                                                    targets, anchors_grid,
                                                    self.strides, input_hw,
                                                    batch_size)
+            aux_rows, aux_obj = self._rows_and_objectness(
+                preds[nl:], aux_cells)
             head_cells.append(aux_cells)
-            head_rows.append(gather_cells(preds[nl:], aux_cells))
+            head_rows.append(aux_rows)
+            dense_obj.append(aux_obj)
 
         box, obj, cls = self._level_terms(preds, head_cells, head_rows,
-                                          targets, anchors_grid)
+                                          torch.cat(dense_obj), targets,
+                                          anchors_grid)
         self._check_finite(box, obj, cls)
         head_weight = box.new_tensor([1.0, self.aux_weight][:len(head_cells)])
         obj_weight = head_weight[:, None] * box.new_tensor(
@@ -218,14 +224,28 @@ class ComputeLossOTA(BaseModule):
                 losses['assignment_aux'] = aux_cells.split_levels(nl)
         return losses
 
+    @staticmethod
+    def _rows_and_objectness(preds: Sequence[Tensor],
+                             cells: GridCells) -> Tuple[Tensor, Tensor]:
+        """Rows ``(K, C)`` of the predictions at ``cells`` (grouped by level)
+        and per level the mean ``softplus(objectness)`` ``(nl,)``."""
+        rows, obj = zip(*(rows_and_objectness(
+            pred, cells.image[part], cells.anchor[part], cells.grid_y[part],
+            cells.grid_x[part])
+                          for pred, part in zip(
+                              preds, cells.level_slices(len(preds)))))
+        return torch.cat(rows), torch.stack(obj)
+
     def _level_terms(self, preds: Sequence[Tensor],
                      head_cells: List[GridCells], head_rows: List[Tensor],
-                     targets: Tensor,
+                     dense_obj: Tensor, targets: Tensor,
                      anchors_grid: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """Unweighted box, objectness and class terms, each ``(heads, nl)``.
 
         The matched rows of all heads and levels are processed together;
         per-(head, level) means are segment sums divided by segment sizes.
+        ``dense_obj`` is the mean ``softplus(objectness)`` of every (head,
+        level): the objectness BCE before the matched cells' targets.
         """
         nl = self.num_levels
         num_heads = len(head_cells)
@@ -238,10 +258,6 @@ class ComputeLossOTA(BaseModule):
         ])
         segment = head * nl + cells.level
         rows = torch.cat(head_rows).float()
-        dense_obj = torch.stack([
-            F.softplus(pred[..., 4].float()).mean()
-            for pred in preds[:num_segments]
-        ])  # BCE(x, 0) = softplus(x); (heads * nl) in pred order
         zero = dense_obj.new_zeros(num_segments)
         if rows.size(0) == 0:
             return (zero.view(num_heads, nl), dense_obj.view(num_heads, nl),

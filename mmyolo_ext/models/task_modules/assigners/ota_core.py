@@ -168,19 +168,25 @@ def grid_candidates(targets: Tensor, grid_sizes: Sequence[Tuple[int, int]],
         level=level)
 
 
+def gather_level_cells(pred: Tensor, image: Tensor, anchor: Tensor,
+                       grid_y: Tensor, grid_x: Tensor) -> Tensor:
+    """Channel vectors ``(k, C)`` of one level's ``(bs, na, ny, nx, C)``
+    predictions at the given cells."""
+    if pred.is_contiguous():  # (the official layout) rows are contiguous
+        _, num_anchors, ny, nx, channels = pred.shape
+        flat = ((image * num_anchors + anchor) * ny + grid_y) * nx + grid_x
+        return pred.view(-1, channels).index_select(0, flat)
+    return pred[image, anchor, grid_y, grid_x]
+
+
 def gather_cells(preds: Sequence[Tensor], cells: GridCells) -> Tensor:
     """Channel vectors ``(K, C)`` of the predictions at the given cells, in
     the cells' order (differentiable)."""
-    rows = []
-    for pred, part in zip(preds, cells.level_slices(len(preds))):
-        image, anchor = cells.image[part], cells.anchor[part]
-        grid_y, grid_x = cells.grid_y[part], cells.grid_x[part]
-        if pred.is_contiguous():  # (the official layout) rows are contiguous
-            _, num_anchors, ny, nx, channels = pred.shape
-            flat = ((image * num_anchors + anchor) * ny + grid_y) * nx + grid_x
-            rows.append(pred.view(-1, channels).index_select(0, flat))
-        else:
-            rows.append(pred[image, anchor, grid_y, grid_x])
+    rows = [
+        gather_level_cells(pred, cells.image[part], cells.anchor[part],
+                           cells.grid_y[part], cells.grid_x[part])
+        for pred, part in zip(preds, cells.level_slices(len(preds)))
+    ]
     # cells are grouped by level, so the concatenation keeps their order
     return torch.cat(rows)
 
