@@ -10,8 +10,8 @@ boxes (MMYOLO's tensor form; it is cloned for every MMYOLO call because MMYOLO
 normalizes it in place) and the same boxes normalized as MMYOLO does for ours.
 Both losses are checked to agree term by term. Times are the median of
 repeated forward calls on one intra-op thread, ours and the peer timed in
-alternating blocks of calls, as wall-clock and as process CPU time (the CPU time
-leaves out waiting for a core on a loaded machine); peak memory is the
+alternating blocks of calls, as wall-clock and as process CPU time (the CPU
+time leaves out waiting for a core on a loaded machine); peak memory is the
 process peak RSS increase of a forked child that makes one call. Figures are
 printed, never asserted.
 
@@ -19,6 +19,7 @@ Usage::
 
     python tools/benchmark_loss.py                 # all scenarios
     python tools/benchmark_loss.py --scenarios bs16_8gt --repeats 20
+    python tools/benchmark_loss.py --scenarios bs16_8gt --backward
 """
 import argparse
 import multiprocessing
@@ -219,7 +220,10 @@ def compare_terms(ours: Dict[str, torch.Tensor],
     return f'{verdict} (max rel diff {worst:.1e}): {values}'
 
 
-def run_loss_scenario(name: str, repeats: int, mmyolo_repeats: int) -> None:
+def run_loss_scenario(name: str,
+                      repeats: int,
+                      mmyolo_repeats: int,
+                      with_backward: bool = False) -> None:
     batch_size, size, gts, num_classes, with_mmyolo = SCENARIOS[name]
     data = make_inputs(batch_size, size, gts, num_classes)
     ours = build_ours(num_classes)
@@ -266,6 +270,36 @@ def run_loss_scenario(name: str, repeats: int, mmyolo_repeats: int) -> None:
     print(f'  speed-up: {mm_wall / wall:.1f}x wall, {mm_cpu / cpu:.1f}x CPU')
     print(f'  loss terms: {compare_terms(ours_out, mm_out)}')
     print(f'  matches: {compare_matches(ours, head, preds, data)}')
+    if with_backward:
+        time_backward(ours, head, data, repeats, mmyolo_repeats)
+
+
+def time_backward(ours, head, data, repeats: int,
+                  mmyolo_repeats: int) -> None:
+    """Forward + backward from the convolution outputs, both losses."""
+    num_classes = data['num_classes']
+    raw = [r.detach().clone().requires_grad_() for r in data['raw']]
+    metas = [dict(batch_input_shape=data['input_hw'])] * len(raw[0])
+
+    def step(loss_fn):
+        for r in raw:
+            r.grad = None
+        sum(loss_fn().values()).backward()
+
+    def ours_step():
+        step(lambda: ours(
+            official_layout(raw, num_classes), data['targets'],
+            data['input_hw']))
+
+    def mmyolo_step():
+        step(lambda: head.loss_by_feat(*mmyolo_maps(raw, num_classes), data[
+            'gt_pixels'].clone(), metas))
+
+    (wall, cpu, _), (mm_wall, mm_cpu, _) = interleaved_medians(
+        [ours_step, mmyolo_step], [repeats, mmyolo_repeats])
+    print(f'  forward+backward: ours {wall:.1f} ms wall / {cpu:.1f} ms CPU, '
+          f'MMYOLO {mm_wall:.1f} / {mm_cpu:.1f} ms: {mm_wall / wall:.1f}x '
+          f'wall, {mm_cpu / cpu:.1f}x CPU')
 
 
 def compare_matches(ours, head, preds, data) -> str:
@@ -385,6 +419,10 @@ def main() -> None:
         choices=list(SCENARIOS) + ['yolox_s'])
     parser.add_argument('--repeats', type=int, default=15)
     parser.add_argument('--mmyolo-repeats', type=int, default=5)
+    parser.add_argument(
+        '--backward',
+        action='store_true',
+        help='also time forward + backward (from the conv outputs)')
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f'torch {torch.__version__}, {torch.get_num_threads()} intra-op '
@@ -397,7 +435,7 @@ def main() -> None:
                 repeats = args.repeats if SCENARIOS[name][2] < 1000 else 1
                 mm_repeats = args.mmyolo_repeats if SCENARIOS[name][
                     0] > 2 else max(1, args.mmyolo_repeats // 2)
-                run_loss_scenario(name, repeats, mm_repeats)
+                run_loss_scenario(name, repeats, mm_repeats, args.backward)
         except Exception:  # keep going with the other scenarios
             traceback.print_exc()
 

@@ -64,7 +64,7 @@ def rows_and_objectness(pred: Tensor, image: Tensor, anchor: Tensor,
 
     Returns:
         tuple[Tensor, Tensor]: ``(k, 5 + nc)`` rows and the scalar mean
-        (at least float32). Both are differentiable w.r.t. ``pred``; the gradient is
-        built in a single tensor with ``pred``'s strides.
+        (at least float32). Both are differentiable w.r.t. ``pred``; the
+        gradient is built in a single tensor with ``pred``'s strides.
     """
     return _RowsAndObjectness.apply(pred, image, anchor, grid_y, grid_x)

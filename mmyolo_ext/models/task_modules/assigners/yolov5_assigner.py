@@ -1,4 +1,4 @@
-"""YOLOv5 assigner: every candidate cell of the anchor-ratio rule is a match."""
+"""YOLOv5 assigner: every candidate cell of the anchor-ratio rule matches."""
 from mmyolo_ext.registry import TASK_UTILS
 from .ota_core import GridAssignerBase
 
