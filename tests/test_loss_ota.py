@@ -362,3 +362,21 @@ def test_rows_and_objectness_gradient_equals_autograd_and_keeps_layout():
         ref_raw).backward()
     torch.testing.assert_close(ours_raw.grad, ref_raw.grad)
     assert ours_raw.grad.is_contiguous()
+
+
+def test_assigners_alone_reproduce_the_aux_case_assignments():
+    """``assign_grid`` of the assigners, called directly on the lead
+    predictions (as the reference's ComputeLossAuxOTA does for both heads),
+    gives the reference's lead and auxiliary matches."""
+    from mmyolo_ext.registry import TASK_UTILS
+    case = load_case('auxota_w6_nc80.pt')
+    num_levels = len(case['stride'])
+    lead = case_preds(case)[:num_levels]
+    anchors = torch.tensor(case['anchors_grid'])
+    hw = tuple(case['imgs_shape'][2:])
+    for cfg, key in ((dict(type='SimOTAAssigner', topk=20), 'matches'),
+                     (dict(type='V7AuxAssigner'), 'matches_aux')):
+        cells = TASK_UTILS.build(cfg).assign_grid(lead, case['targets'],
+                                                  anchors, case['stride'], hw)
+        assert our_rows(cells.split_levels(num_levels)) == reference_rows(
+            case, case[key])
