@@ -93,3 +93,18 @@ def test_only_plain_iou_calculator_is_accepted():
             dict(
                 type='mmyolo_ext.SimOTAAssigner',
                 iou_calculator=dict(type='BboxOverlaps2D', scale=2.)))
+
+
+def test_chunked_batch_assign_gives_the_same_result():
+    gen = torch.Generator().manual_seed(11)
+    priors = centre_priors(160)
+    preds, gts = zip(*(random_image(gen, priors, n, 4, 160)
+                       for n in (9, 3, 14)))
+    whole = TASK_UTILS.build(dict(type='mmyolo_ext.SimOTAAssigner'))
+    chunked = TASK_UTILS.build(
+        dict(type='mmyolo_ext.SimOTAAssigner', max_pair_bytes=1))
+    for a, b in zip(
+            whole.batch_assign(list(preds), list(gts)),
+            chunked.batch_assign(list(preds), list(gts))):
+        assert torch.equal(a.gt_inds, b.gt_inds)
+        assert torch.equal(a.max_overlaps, b.max_overlaps)
