@@ -108,3 +108,12 @@ def test_chunked_batch_assign_gives_the_same_result():
             chunked.batch_assign(list(preds), list(gts))):
         assert torch.equal(a.gt_inds, b.gt_inds)
         assert torch.equal(a.max_overlaps, b.max_overlaps)
+
+
+def test_assign_accepts_box_objects():
+    from mmdet.structures.bbox import HorizontalBoxes
+    gen = torch.Generator().manual_seed(2)
+    pred, gt = random_image(gen, centre_priors(160), 6, 3, 160)
+    assigner = TASK_UTILS.build(dict(type='mmyolo_ext.SimOTAAssigner'))
+    boxed = InstanceData(bboxes=HorizontalBoxes(gt.bboxes), labels=gt.labels)
+    assert_same_result(assigner.assign(pred, boxed), assigner.assign(pred, gt))

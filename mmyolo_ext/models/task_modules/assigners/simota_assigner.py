@@ -3,6 +3,7 @@ from typing import List, Optional, Tuple
 
 import torch
 from mmdet.models.task_modules.assigners import AssignResult
+from mmdet.structures.bbox import get_box_tensor
 from mmengine.structures import InstanceData
 from torch import Tensor
 
@@ -149,8 +150,12 @@ class SimOTAAssigner(GridAssignerBase):
         scores = torch.stack([p.scores for p in batch_pred_instances])
         device = bboxes.device
         num_priors = priors.size(1)
-        gt_boxes = torch.cat([g.bboxes for g in batch_gt_instances]).to(bboxes)
-        gt_labels = torch.cat([g.labels for g in batch_gt_instances]).long()
+        # mmdet data samples may hold box objects (HorizontalBoxes)
+        gt_boxes = torch.cat([
+            get_box_tensor(g.bboxes) for g in batch_gt_instances
+        ]).float().to(device)
+        gt_labels = torch.cat([g.labels for g in batch_gt_instances
+                               ]).long().to(device)
         gt_counts = [len(g) for g in batch_gt_instances]
         gt_image = torch.repeat_interleave(
             torch.arange(num_images, device=device),
