@@ -171,7 +171,7 @@ def test_chunked_matching_gives_the_same_result():
     case = load_case('ota_p5_nc80_crowd.pt')
     height, width = case['imgs_shape'][2:]
     whole, total, grads = run_case(case, (height, width))
-    tiny_budget = dict(type='SimOTAAssigner', max_pair_bytes=1)
+    tiny_budget = dict(type='mmyolo_ext.SimOTAAssigner', max_pair_bytes=1)
     chunked, chunked_total, chunked_grads = run_case(
         case, (height, width), assigner=tiny_budget)
     assert our_rows(chunked['assignment']) == our_rows(whole['assignment'])
@@ -374,8 +374,8 @@ def test_assigners_alone_reproduce_the_aux_case_assignments():
     lead = case_preds(case)[:num_levels]
     anchors = torch.tensor(case['anchors_grid'])
     hw = tuple(case['imgs_shape'][2:])
-    for cfg, key in ((dict(type='SimOTAAssigner', topk=20), 'matches'),
-                     (dict(type='V7AuxAssigner'), 'matches_aux')):
+    for cfg, key in ((dict(type='mmyolo_ext.SimOTAAssigner', topk=20), 'matches'),
+                     (dict(type='mmyolo_ext.V7AuxAssigner'), 'matches_aux')):
         cells = TASK_UTILS.build(cfg).assign_grid(lead, case['targets'],
                                                   anchors, case['stride'], hw)
         assert our_rows(cells.split_levels(num_levels)) == reference_rows(
