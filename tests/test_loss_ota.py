@@ -374,8 +374,9 @@ def test_assigners_alone_reproduce_the_aux_case_assignments():
     lead = case_preds(case)[:num_levels]
     anchors = torch.tensor(case['anchors_grid'])
     hw = tuple(case['imgs_shape'][2:])
-    for cfg, key in ((dict(type='mmyolo_ext.SimOTAAssigner', topk=20), 'matches'),
-                     (dict(type='mmyolo_ext.V7AuxAssigner'), 'matches_aux')):
+    for cfg, key in (
+        (dict(type='mmyolo_ext.SimOTAAssigner', topk=20), 'matches'),
+        (dict(type='mmyolo_ext.V7AuxAssigner'), 'matches_aux')):
         cells = TASK_UTILS.build(cfg).assign_grid(lead, case['targets'],
                                                   anchors, case['stride'], hw)
         assert our_rows(cells.split_levels(num_levels)) == reference_rows(
