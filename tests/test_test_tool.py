@@ -1,0 +1,76 @@
+"""tools/test.py evaluates a checkpoint, and with --deploy the
+re-parameterized model, which must predict what the trained model does."""
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope, MODELS
+from torch.nn.modules.batchnorm import _BatchNorm
+
+import mmyolo_ext  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_deploy_flag_predicts_like_the_unfused_model(tmp_path):
+    cfg_path = tmp_path / 'small_demo_test.py'
+    cfg_path.write_text(textwrap.dedent(f"""
+        _base_ = [{str(ROOT / 'configs' / 'yolov7_tiny_demo.py')!r}]
+        test_dataloader = dict(dataset=dict(indices=8))
+        """))
+    cfg = Config.fromfile(str(cfg_path))
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        model = MODELS.build(cfg.model)
+    model.init_weights()
+    # trained-looking statistics and implicit values, so that folding them
+    # has something to fold
+    gen = torch.Generator().manual_seed(0)
+    for name, tensor in model.state_dict().items():
+        if 'implicit' in name:
+            tensor.add_(torch.randn(tensor.shape, generator=gen) * 0.1)
+    for module in model.modules():
+        if isinstance(module, _BatchNorm):
+            var = module.running_var
+            module.running_mean.copy_(torch.randn(var.shape, generator=gen)
+                                      * 0.1)
+            var.copy_(torch.rand(var.shape, generator=gen) + 0.5)
+    ckpt = tmp_path / 'model.pth'
+    torch.save(dict(state_dict=model.state_dict(), meta=dict()), ckpt)
+
+    results = {}
+    for deploy in (False, True):
+        out = tmp_path / f'pred_deploy{deploy}.pkl'
+        args = [sys.executable, str(ROOT / 'tools' / 'test.py'),
+                str(cfg_path), str(ckpt), '--out', str(out),
+                '--work-dir', str(tmp_path / 'work')]
+        run = subprocess.run(args + (['--deploy'] if deploy else []),
+                             cwd=ROOT, capture_output=True, text=True,
+                             timeout=600,
+                             env=dict(os.environ, OMP_NUM_THREADS='1'))
+        log = run.stdout + run.stderr
+        assert run.returncode == 0, log[-3000:]
+        assert ('Model re-parameterized for deployment' in log) == deploy
+        assert 'coco/bbox_mAP_50' in log
+        with open(out, 'rb') as f:
+            results[deploy] = pickle.load(f)
+
+    assert len(results[False]) == len(results[True]) == 8
+    for plain, fused in zip(results[False], results[True]):
+        assert plain['img_id'] == fused['img_id']
+        plain, fused = plain['pred_instances'], fused['pred_instances']
+        assert len(plain['scores']) > 10
+        # every fused top detection is an unfused detection: same label,
+        # score and box up to float32 rounding of the folded weights
+        # (matched, not ranked: an untrained model's top scores nearly tie)
+        top = fused['scores'].argsort(descending=True)[:20]
+        for i in top.tolist():
+            close = ((plain['labels'] == fused['labels'][i])
+                     & ((plain['scores'] - fused['scores'][i]).abs() < 1e-4)
+                     & ((plain['bboxes'] - fused['bboxes'][i]).abs().amax(1)
+                        < 0.05))
+            assert close.any(), (fused['scores'][i], fused['bboxes'][i])
