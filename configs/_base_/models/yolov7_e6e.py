@@ -1,54 +1,11 @@
-# yolov7-e6e: the official model, layer for layer
-# (lead head (IDetect) plus the auxiliary head (IAuxDetect) used in training).
-# Self-contained: a training recipe inherits it with
-# ``_base_ = ['../_base_/models/yolov7_e6e.py', ...]`` and may override the
-# module-level variables below.
-default_scope = 'mmyolo'
-custom_imports = dict(imports=['mmyolo_ext'], allow_failed_imports=False)
-
-num_classes = 80
-img_scale = (1280, 1280)  # (width, height) of the nominal input
-strides = [8, 16, 32, 64]
-anchors = [[(19, 27), (44, 40), (38, 94)], [(96, 68), (86, 152), (180, 137)],
-           [(140, 301), (303, 264), (238, 542)],
-           [(436, 615), (739, 380), (925, 792)]]  # per level (w, h) in pixels
-# official hyp gains (scaled by the loss as the official train.py does)
-loss_box_gain = 0.05
-loss_obj_gain = 0.7
-loss_cls_gain = 0.3
+# yolov7-e6e: the official model, layer for layer; yolov7-w6 with the
+# E6E backbone and neck (lead and auxiliary head, P3-P6 at 1280).
+_base_ = ['./yolov7_w6.py']
 
 model = dict(
-    type='YOLOv7Detector',
-    data_preprocessor=dict(
-        type='YOLOv5DetDataPreprocessor',
-        mean=[0., 0., 0.],
-        std=[255., 255., 255.],
-        bgr_to_rgb=True),
-    backbone=dict(type='ELANBackbone', arch='e6e'),
-    neck=dict(type='SPPCSPCNeck', arch='e6e'),
+    backbone=dict(arch='e6e'),
+    neck=dict(arch='e6e'),
     bbox_head=dict(
-        type='IDetectHead',
         head_module=dict(
-            type='IDetectHeadModule',
-            num_classes=num_classes,
             in_channels=[320, 640, 960, 1280],
-            aux_in_channels=[320, 640, 960, 1280],
-            featmap_strides=strides),
-        prior_generator=dict(
-            type='mmdet.YOLOAnchorGenerator',
-            base_sizes=anchors,
-            strides=strides),
-        bbox_coder=dict(type='YOLOv5BBoxCoder'),
-        loss=dict(
-            type='ComputeLossOTA',
-            box_gain=loss_box_gain,
-            obj_gain=loss_obj_gain,
-            cls_gain=loss_cls_gain,
-            nominal_img_size=img_scale[0])),
-    # the official evaluation settings
-    test_cfg=dict(
-        multi_label=True,
-        nms_pre=30000,
-        score_thr=0.001,
-        nms=dict(type='nms', iou_threshold=0.65),
-        max_per_img=300))
+            aux_in_channels=[320, 640, 960, 1280])))

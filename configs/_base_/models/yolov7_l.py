@@ -1,7 +1,9 @@
-# yolov7 (L): the official model, layer for layer (IDetect head).
+# yolov7 (L): the official model, layer for layer (IDetect head); the base of
+# the other model files, which override only what differs.
 # Self-contained: a training recipe inherits it with
-# ``_base_ = ['../_base_/models/yolov7_l.py', ...]`` and may override the
-# module-level variables below.
+# ``_base_ = ['../_base_/models/yolov7_l.py', ...]``. A module-level variable
+# below is read where this file builds ``model``: a file that changes one
+# (anchors, say) also sets the model fields that use it.
 default_scope = 'mmyolo'
 custom_imports = dict(imports=['mmyolo_ext'], allow_failed_imports=False)
 
