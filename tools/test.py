@@ -8,14 +8,10 @@ Example::
     python tools/test.py configs/yolov7_l_coco.py yolov7_l.pth --deploy
 """
 import argparse
-import os
-import os.path as osp
 
-from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from mmengine.config import Config
 
-import mmyolo_ext  # noqa: F401  (registers modules, applies the compat fixes)
+from _cli import add_common_args, build_runner, load_config, parse
 
 
 def parse_args() -> argparse.Namespace:
@@ -43,25 +39,12 @@ def parse_args() -> argparse.Namespace:
         action='store_true',
         help='re-parameterize the model after loading the checkpoint '
         '(mmyolo_ext.deploy.reparameterize) and evaluate the fused model')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override some settings in the used config, the key-value pair '
-        'in xxx=yyy format will be merged into config file.')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_common_args(parser)
+    return parse(parser)
 
 
-def trigger_visualization_hook(cfg: Config, args: argparse.Namespace) -> Config:
+def trigger_visualization_hook(cfg: Config,
+                               args: argparse.Namespace) -> Config:
     """Switch on mmdet's DetVisualizationHook for --show / --show-dir."""
     default_hooks = cfg.default_hooks
     if 'visualization' not in default_hooks:
@@ -82,17 +65,7 @@ def trigger_visualization_hook(cfg: Config, args: argparse.Namespace) -> Config:
 def main() -> None:
     args = parse_args()
 
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
-
+    cfg = load_config(args)
     cfg.load_from = args.checkpoint
 
     if args.show or args.show_dir:
@@ -104,10 +77,7 @@ def main() -> None:
             dict(type='mmyolo_ext.ReparameterizeHook')
         ]
 
-    if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
-    else:
-        runner = RUNNERS.build(cfg)
+    runner = build_runner(cfg)
 
     if args.out is not None:
         assert args.out.endswith(('.pkl', '.pickle')), \
