@@ -2,24 +2,56 @@
 #
 #   python tools/train.py configs/yolov7_tiny_demo.py
 #
-# generates data/shapes/ once (480 train + 120 val 320x320 images of filled
-# circles, rectangles and triangles, 12-120 px, on textured noisy
-# backgrounds; mmyolo_ext/datasets/synthetic_shapes.py), trains from scratch
-# and evaluates COCO bbox mAP; <work_dir>/curves.png shows the loss and mAP.
+# The first run writes data/shapes/ (480 train + 120 val images, 320x320, of
+# filled circles, rectangles and triangles, 12-120 px, random colours,
+# overlapping, on textured noisy backgrounds; see
+# mmyolo_ext/datasets/synthetic_shapes.py), then trains from scratch, logs
+# the loss with an ETA, evaluates COCO bbox mAP every few epochs and draws
+# <work_dir>/curves.png (loss and mAP curves; numbers in curves.json).
 #
-# The model is the official yolov7-tiny; the recipe is the official tiny
-# recipe (yolov7_tiny_coco.py) adapted to a few hundred images and a short
-# schedule on two CPU cores. What differs, and why:
+# Model: the official yolov7-tiny, 3 classes. Recipe: the official tiny
+# recipe (yolov7_tiny_coco.py) adapted to 480 images and a 15-minute budget
+# on two CPU cores; each difference and its reason:
+#
+# * assignment: the official non-OTA loss (hyp loss_ota: 0, "use 0 for
+#   faster training": ComputeLossOTA with the YOLOv5 assigner, every
+#   anchor-ratio candidate cell a positive). Early in training OTA's
+#   dynamic k keeps few, poorly placed positives; measured here, mAP_50
+#   after 3 epochs is 0.19 without OTA and 0.02 with it.
+# * optimizer: Adam (lr 0.001, betas (0.937, 0.999)), the official train.py's
+#   --adam option, instead of SGD 0.01: measured here, SGD learns the
+#   classes far more slowly (mAP_50 0.001 vs 0.007 after 4 epochs, same
+#   data and recipe otherwise).
+# * batch 4, one optimizer step per batch (nominal batch = batch: no
+#   accumulation to 64; the hyp file's weight decay unscaled): in ~1400
+#   iterations every step counts, and accumulating to 64 would leave ~90.
+# * input 320 (the images' own size) instead of 640; anchors unchanged.
+# * loss gains of hyp.scratch.tiny used as given (scale_gains=False): the
+#   official rules scale them for COCO at 640 and would shrink the class
+#   gain to 0.5 * 3/80 = 0.019 and the objectness gain to 1.0 * (320/640)^2
+#   = 0.25, slowing what a short run must learn first.
+# * augmentation: horizontal flip only. Mosaic, mixup, random affine and HSV
+#   regularize a 300-epoch COCO run; in a short run on data drawn from the
+#   validation distribution they only slow the fit (FACTS 7b: MMYOLO's full
+#   tiny recipe reaches mAP_50 0.02 here in 9 epochs).
+# * warm-up: 1 epoch (not max(3 epochs, 1000 iterations), most of the run)
+#   and no warm-up bias lr of 0.1 (too large a step for Adam: biases start
+#   at the base lr like the other groups).
+# * schedule: the one-cycle cosine to lr * 0.01 over max_epochs; evaluation
+#   every val_interval epochs only (each costs training time).
+# * EMA: the official ramp (2000 updates) is kept; over ~1400 updates the
+#   evaluated weights follow the model closely.
 _base_ = ['./_base_/models/yolov7_tiny.py', './_base_/yolov7_recipe_tiny.py']
 
 data_root = 'data/shapes/'
 num_classes = 3
-input_size = (320, 320)  # the images' own size; COCO trains at 640
-max_epochs = 16
-train_batch_size_per_gpu = 8
-train_num_workers = 1  # two cores: one for the model, data is light
+input_size = (320, 320)  # the images' own size
+max_epochs = 12
+val_interval = 3
+train_batch_size_per_gpu = 4
+train_num_workers = 1  # two cores: one for the model; loading is light
 val_batch_size_per_gpu = 8
-val_interval = 4  # evaluation costs training time
+lr0 = 0.001
 
 pre_transform = [
     dict(type='LoadImageFromFile', backend_args=None),
@@ -27,15 +59,6 @@ pre_transform = [
 ]
 train_pipeline = [
     *pre_transform,
-    dict(
-        type='YOLOv5RandomAffine',
-        max_rotate_degree=0.0,
-        max_shear_degree=0.0,
-        max_translate_ratio=0.1,
-        scaling_ratio_range=(0.75, 1.25),
-        border=(0, 0),
-        border_val=(114, 114, 114)),
-    dict(type='YOLOv5HSVRandomAug'),
     dict(type='mmdet.RandomFlip', prob=0.5),
     dict(
         type='mmdet.PackDetInputs',
@@ -93,15 +116,25 @@ model = dict(
             box_gain=0.05,
             obj_gain=1.0,
             cls_gain=0.5,
-            scale_gains=False)))
+            scale_gains=False,
+            assigner=dict(type='YOLOv5Assigner'))))
 
 optim_wrapper = dict(
-    optimizer=dict(batch_size_per_gpu=train_batch_size_per_gpu),
+    optimizer=dict(
+        _delete_=True,
+        type='Adam',
+        lr=lr0,
+        betas=(0.937, 0.999),
+        weight_decay=0.0005,
+        batch_size_per_gpu=train_batch_size_per_gpu),
     paramwise_cfg=dict(base_total_batch_size=train_batch_size_per_gpu))
 default_hooks = dict(
     param_scheduler=dict(
-        max_epochs=max_epochs, warmup_epochs=1, warmup_mim_iter=0),
-    logger=dict(interval=10),
+        max_epochs=max_epochs,
+        warmup_epochs=1,
+        warmup_mim_iter=0,
+        warmup_bias_lr=lr0),
+    logger=dict(interval=20),
     checkpoint=dict(interval=val_interval, max_keep_ckpts=1))
 train_cfg = dict(
     max_epochs=max_epochs, val_interval=val_interval, dynamic_intervals=None)

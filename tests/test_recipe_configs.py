@@ -163,6 +163,9 @@ def test_model_and_loss_match_official(arch):
     # the official rules scale the hyp gains for nc, levels, image size
     assert loss.get('scale_gains', True) is True
     assert loss.nominal_img_size == size
+    # hyp loss_ota: 1 (the loss's default assigner is OTA's)
+    assert loss.get('assigner', dict(type='SimOTAAssigner'))['type'] == (
+        'SimOTAAssigner')
     assert tuple(cfg.img_scale) == tuple(cfg.input_size) == (size, size)
     assert cfg.model.data_preprocessor.type == 'YOLOv5DetDataPreprocessor'
 
