@@ -1,6 +1,7 @@
 """The optimization pieces of the recipe: parameter groups, nominal batch,
 summed gradient accumulation, warm-up / one-cycle schedule, EMA per step."""
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -58,7 +59,9 @@ def test_param_groups_of_yolov7_tiny_hold_implicit_layers():
     from mmengine.registry import init_default_scope
     from mmyolo.registry import MODELS
     init_default_scope('mmyolo')
-    cfg = Config.fromfile('configs/_base_/models/yolov7_tiny.py')
+    cfg = Config.fromfile(
+        str(Path(__file__).resolve().parents[1] / 'configs' / '_base_' /
+            'models' / 'yolov7_tiny.py'))
     model = MODELS.build(cfg.model)
     no_decay, decay, biases = split_param_groups(model)
     assert len(no_decay) + len(decay) + len(biases) == len(
