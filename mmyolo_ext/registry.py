@@ -29,6 +29,7 @@ HOOKS = _child(mmengine_registry.HOOKS, 'mmyolo_ext.engine')
 LOOPS = _child(mmengine_registry.LOOPS, 'mmyolo_ext.engine')
 OPTIM_WRAPPER_CONSTRUCTORS = _child(
     mmengine_registry.OPTIM_WRAPPER_CONSTRUCTORS, 'mmyolo_ext.engine')
+OPTIM_WRAPPERS = _child(mmengine_registry.OPTIM_WRAPPERS, 'mmyolo_ext.engine')
 DATASETS = _child(mmengine_registry.DATASETS, 'mmyolo_ext.datasets')
 TRANSFORMS = _child(mmengine_registry.TRANSFORMS, 'mmyolo_ext.datasets')
 
@@ -41,6 +42,8 @@ _PEERS = {
     OPTIM_WRAPPER_CONSTRUCTORS:
     (mmyolo_registry.OPTIM_WRAPPER_CONSTRUCTORS,
      mmdet_registry.OPTIM_WRAPPER_CONSTRUCTORS),
+    OPTIM_WRAPPERS:
+    (mmyolo_registry.OPTIM_WRAPPERS, mmdet_registry.OPTIM_WRAPPERS),
     DATASETS: (mmyolo_registry.DATASETS, mmdet_registry.DATASETS),
     TRANSFORMS: (mmyolo_registry.TRANSFORMS, mmdet_registry.TRANSFORMS),
 }

@@ -286,3 +286,25 @@ def test_ema_updates_once_per_optimizer_step():
         expected = decay * expected + (1 - decay) * weights
     torch.testing.assert_close(
         hook.ema_model.module.head.weight, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_amp_keeps_summed_accumulation():
+    """--amp on a recipe with summed accumulation gets a wrapper that sums
+    (SummedAccumulationOptimWrapper's counting and loss scaling) and runs
+    AMP (AmpOptimWrapper's autocast, loss scaler and its state). Built only
+    where AMP can run (mmengine's AmpOptimWrapper needs an accelerator)."""
+    from mmengine.optim import AmpOptimWrapper
+
+    from mmyolo_ext.engine.optimizers import (
+        AmpSummedAccumulationOptimWrapper, SummedAccumulationOptimWrapper)
+    amp, summed = AmpSummedAccumulationOptimWrapper, \
+        SummedAccumulationOptimWrapper
+    for name in ('scale_loss', 'should_update', 'should_sync',
+                 'initialize_count_status'):
+        assert getattr(amp, name) is getattr(summed, name), name
+    for name in ('backward', 'optim_context'):
+        assert getattr(amp, name) is getattr(AmpOptimWrapper, name), name
+    # step and the state dicts go through both: ours first, then AMP's
+    mro = amp.__mro__
+    assert mro.index(summed) < mro.index(AmpOptimWrapper)
+    assert amp.step is summed.step and amp.state_dict is summed.state_dict

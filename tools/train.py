@@ -42,7 +42,12 @@ def main() -> None:
     cfg = load_config(args)
 
     if args.amp:
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        # our recipes' summed accumulation stays, with AMP on top of it
+        summed = cfg.optim_wrapper.get('type', '').endswith(
+            'SummedAccumulationOptimWrapper')
+        cfg.optim_wrapper.type = (
+            'mmyolo_ext.AmpSummedAccumulationOptimWrapper'
+            if summed else 'AmpOptimWrapper')
         cfg.optim_wrapper.loss_scale = 'dynamic'
 
     if args.auto_scale_lr:

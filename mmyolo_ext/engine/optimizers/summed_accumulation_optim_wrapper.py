@@ -3,19 +3,15 @@ import logging
 from typing import Dict
 
 import torch
-from mmdet.registry import OPTIM_WRAPPERS as MMDET_OPTIM_WRAPPERS
 from mmengine.dist import get_world_size
 from mmengine.logging import print_log
-from mmengine.optim import OptimWrapper
+from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.utils.dl_utils import has_batch_norm
-from mmyolo.registry import OPTIM_WRAPPERS as MMYOLO_OPTIM_WRAPPERS
+
+from mmyolo_ext.registry import OPTIM_WRAPPERS
 
 
-# mmyolo_ext.registry has no optimizer-wrapper registry; registering in both
-# peer scopes lets ``type='SummedAccumulationOptimWrapper'`` resolve from an
-# mmyolo or an mmdet config.
-@MMDET_OPTIM_WRAPPERS.register_module()
-@MMYOLO_OPTIM_WRAPPERS.register_module()
+@OPTIM_WRAPPERS.register_module()
 class SummedAccumulationOptimWrapper(OptimWrapper):
     """An :class:`OptimWrapper` whose accumulated gradients are summed.
 
@@ -95,3 +91,17 @@ class SummedAccumulationOptimWrapper(OptimWrapper):
         state_dict = dict(state_dict)
         self._last_step_count = int(state_dict.pop(self._LAST_STEP_KEY, 0))
         super().load_state_dict(state_dict)
+
+
+@OPTIM_WRAPPERS.register_module()
+class AmpSummedAccumulationOptimWrapper(SummedAccumulationOptimWrapper,
+                                        AmpOptimWrapper):
+    """:class:`SummedAccumulationOptimWrapper` with mixed precision: the
+    summed accumulation above, with :class:`AmpOptimWrapper`'s autocast and
+    loss scaling (``tools/train.py --amp`` picks it for configs that use the
+    summed wrapper).
+
+    Args:
+        **kwargs: The arguments of :class:`AmpOptimWrapper` (``loss_scale``,
+            ``dtype``, ...).
+    """
