@@ -24,21 +24,32 @@ def test_deploy_flag_predicts_like_the_unfused_model(tmp_path):
         test_dataloader = dict(dataset=dict(indices=8))
         """))
     cfg = Config.fromfile(str(cfg_path))
+    torch.manual_seed(0)  # init_weights draws from the global generator
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
         model = MODELS.build(cfg.model)
     model.init_weights()
-    # trained-looking statistics and implicit values, so that folding them
-    # has something to fold
+    # trained-looking BatchNorm statistics and implicit values, so that
+    # folding them has something to fold: statistics measured on forward
+    # passes (arbitrary ones let activations grow layer after layer until
+    # the outputs saturate), then moved a little, and implicit values moved
     gen = torch.Generator().manual_seed(0)
+    norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.rand(4, 3, 320, 320, generator=gen), mode='tensor')
+    for norm in norms:
+        norm.momentum = 0.03
+        std = norm.running_var.sqrt()
+        norm.running_mean.add_(
+            torch.randn(std.shape, generator=gen) * 0.1 * std)
+        norm.running_var.mul_(torch.rand(std.shape, generator=gen) + 0.5)
     for name, tensor in model.state_dict().items():
         if 'implicit' in name:
             tensor.add_(torch.randn(tensor.shape, generator=gen) * 0.1)
-    for module in model.modules():
-        if isinstance(module, _BatchNorm):
-            var = module.running_var
-            module.running_mean.copy_(torch.randn(var.shape, generator=gen)
-                                      * 0.1)
-            var.copy_(torch.rand(var.shape, generator=gen) + 0.5)
     ckpt = tmp_path / 'model.pth'
     torch.save(dict(state_dict=model.state_dict(), meta=dict()), ckpt)
 
