@@ -81,19 +81,16 @@ train_dataloader = dict(
         filter_cfg=dict(filter_empty_gt=False, min_size=0),
         pipeline=train_pipeline))
 
+# the recipe's letterbox pipeline, rebuilt for the demo's input size
 test_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=None),
+    _base_.test_pipeline[0],
     dict(type='YOLOv5KeepRatioResize', scale=input_size),
     dict(
         type='LetterResize',
         scale=input_size,
         allow_scale_up=False,
         pad_val=dict(img=114)),
-    dict(type='LoadAnnotations', with_bbox=True, _scope_='mmdet'),
-    dict(
-        type='mmdet.PackDetInputs',
-        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
-                   'scale_factor', 'pad_param'))
+    *_base_.test_pipeline[3:],
 ]
 val_dataloader = dict(
     batch_size=val_batch_size_per_gpu,
