@@ -338,30 +338,46 @@ def test_assigners_are_ours_under_any_default_scope():
 
 def test_rows_and_objectness_gradient_equals_autograd_and_keeps_layout():
     from mmyolo_ext.models.losses import rows_and_objectness
+    from mmyolo_ext.models.task_modules.assigners import GridCells
     gen = torch.Generator().manual_seed(5)
-    raw = torch.randn(2, 3 * 8, 4, 5, generator=gen, dtype=torch.float64)
-    image = torch.tensor([0, 1, 1, 1])
-    anchor = torch.tensor([2, 0, 0, 1])
-    grid_y = torch.tensor([3, 1, 1, 0])  # a repeated cell
-    grid_x = torch.tensor([4, 2, 2, 0])
-    weights = torch.randn(4, 8, generator=gen, dtype=torch.float64)
+    raws = [
+        torch.randn(2, 3 * 8, 4, 5, generator=gen, dtype=torch.float64),
+        torch.randn(2, 3 * 8, 2, 3, generator=gen, dtype=torch.float64)
+    ]
+    cells = GridCells(
+        image=torch.tensor([0, 1, 1, 1, 1]),
+        anchor=torch.tensor([2, 0, 0, 1, 2]),
+        grid_y=torch.tensor([3, 1, 1, 0, 1]),  # a repeated cell
+        grid_x=torch.tensor([4, 2, 2, 0, 2]),
+        target=torch.zeros(5, dtype=torch.long),
+        level=torch.tensor([0, 0, 0, 0, 1]))
+    weights = torch.randn(5, 8, generator=gen, dtype=torch.float64)
+    level_weights = torch.tensor([3., 0.5], dtype=torch.float64)
 
-    def loss(fn, raw):
-        pred = raw.view(2, 3, 8, 4, 5).permute(0, 1, 3, 4, 2)
-        rows, obj = fn(pred)
-        return (rows * weights).sum() + 3 * obj
+    def loss(fn, raws):
+        preds = [r.view(2, 3, 8, *r.shape[2:]).permute(0, 1, 3, 4, 2)
+                 for r in raws]
+        rows, obj = fn(preds)
+        return (rows * weights).sum() + (obj * level_weights).sum()
 
-    ours_raw = raw.clone().requires_grad_()
-    loss(
-        lambda p: rows_and_objectness(p, image, anchor, grid_y, grid_x),
-        ours_raw).backward()
-    ref_raw = raw.clone().requires_grad_()
-    loss(
-        lambda p: (p[image, anchor, grid_y, grid_x],
-                   torch.nn.functional.softplus(p[..., 4]).mean()),
-        ref_raw).backward()
-    torch.testing.assert_close(ours_raw.grad, ref_raw.grad)
-    assert ours_raw.grad.is_contiguous()
+    def reference(preds):
+        rows = [preds[0][cells.image[:4], cells.anchor[:4],
+                         cells.grid_y[:4], cells.grid_x[:4]],
+                preds[1][cells.image[4:], cells.anchor[4:],
+                         cells.grid_y[4:], cells.grid_x[4:]]]
+        obj = [torch.nn.functional.softplus(p[..., 4]).mean() for p in preds]
+        return torch.cat(rows), torch.stack(obj)
+
+    ours_raws = [r.clone().requires_grad_() for r in raws]
+    ours_loss = loss(lambda p: rows_and_objectness(p, cells), ours_raws)
+    ours_loss.backward()
+    ref_raws = [r.clone().requires_grad_() for r in raws]
+    ref_loss = loss(reference, ref_raws)
+    ref_loss.backward()
+    torch.testing.assert_close(ours_loss, ref_loss)
+    for ours_raw, ref_raw in zip(ours_raws, ref_raws):
+        torch.testing.assert_close(ours_raw.grad, ref_raw.grad)
+        assert ours_raw.grad.is_contiguous()
 
 
 def test_assigners_alone_reproduce_the_aux_case_assignments():

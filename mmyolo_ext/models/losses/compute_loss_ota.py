@@ -179,7 +179,7 @@ class ComputeLossOTA(BaseModule):
         # lead head: gather the candidates' rows once, for the matching and
         # (the matched ones) for the loss
         cands = self.assigner.candidates(targets, grid_sizes, anchors_grid)
-        cand_rows, lead_obj = self._rows_and_objectness(lead_preds, cands)
+        cand_rows, lead_obj = rows_and_objectness(lead_preds, cands)
         lead_topk = (
             self.aux_lead_topk
             if with_aux and self.assigner.topk is not None else None)
@@ -199,7 +199,7 @@ class ComputeLossOTA(BaseModule):
                                                    targets, anchors_grid,
                                                    self.strides, input_hw,
                                                    batch_size)
-            aux_rows, aux_obj = self._rows_and_objectness(
+            aux_rows, aux_obj = rows_and_objectness(
                 preds[nl:], aux_cells)
             head_cells.append(aux_cells)
             head_rows.append(aux_rows)
@@ -223,18 +223,6 @@ class ComputeLossOTA(BaseModule):
             if with_aux:
                 losses['assignment_aux'] = aux_cells.split_levels(nl)
         return losses
-
-    @staticmethod
-    def _rows_and_objectness(preds: Sequence[Tensor],
-                             cells: GridCells) -> Tuple[Tensor, Tensor]:
-        """Rows ``(K, C)`` of the predictions at ``cells`` (grouped by level)
-        and per level the mean ``softplus(objectness)`` ``(nl,)``."""
-        rows, obj = zip(*(rows_and_objectness(
-            pred, cells.image[part], cells.anchor[part], cells.grid_y[part],
-            cells.grid_x[part])
-                          for pred, part in zip(
-                              preds, cells.level_slices(len(preds)))))
-        return torch.cat(rows), torch.stack(obj)
 
     def _level_terms(self, preds: Sequence[Tensor],
                      head_cells: List[GridCells], head_rows: List[Tensor],

@@ -1,12 +1,13 @@
-"""Rows and mean objectness softplus of one head output, with a single
-gradient buffer."""
-from typing import Tuple
+"""Rows and mean objectness softplus of a head's outputs, with a single
+gradient buffer per level."""
+from typing import List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from ..task_modules.assigners.ota_core import gather_level_cells
+from ..task_modules.assigners.ota_core import GridCells, gather_level_cells
 
 
 def _at_least_float32(x: Tensor) -> Tensor:
@@ -18,53 +19,68 @@ class _RowsAndObjectness(torch.autograd.Function):
     """Autograd of :func:`rows_and_objectness`.
 
     Written as one function so that the backward pass fills one gradient
-    tensor, laid out like the prediction (a permuted view's gradient is then
-    a plain view of the convolution output's), instead of one full-size
-    tensor per use plus their sum and a transposing copy.
+    tensor per level, laid out like the prediction (a permuted view's
+    gradient is then a plain view of the convolution output's), instead of
+    one full-size tensor per use plus their sum and a transposing copy.
     """
 
     @staticmethod
-    def forward(ctx: FunctionCtx, pred: Tensor, image: Tensor, anchor: Tensor,
-                grid_y: Tensor, grid_x: Tensor) -> Tuple[Tensor, Tensor]:
-        ctx.save_for_backward(pred, image, anchor, grid_y, grid_x)
-        rows = gather_level_cells(pred, image, anchor, grid_y, grid_x)
-        obj_mean = torch.nn.functional.softplus(_at_least_float32(
-            pred[..., 4])).mean()
+    def forward(ctx: FunctionCtx, cells: GridCells, level_parts: List[slice],
+                *preds: Tensor) -> Tuple[Tensor, Tensor]:
+        level_cells = [(cells.image[part], cells.anchor[part],
+                        cells.grid_y[part], cells.grid_x[part])
+                       for part in level_parts]
+        ctx.level_cells = level_cells
+        ctx.save_for_backward(*preds)
+        rows = torch.cat([
+            gather_level_cells(pred, *where)
+            for pred, where in zip(preds, level_cells)
+        ])
+        obj = [_at_least_float32(pred[..., 4]) for pred in preds]
+        obj_mean = torch.stack([F.softplus(o).mean() for o in obj])
         return rows, obj_mean
 
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, grad_rows: Tensor,
-                 grad_obj_mean: Tensor) -> Tuple[Tensor, None, None, None,
-                                                 None]:
-        pred, image, anchor, grid_y, grid_x = ctx.saved_tensors
-        # zeros_like keeps the prediction's strides
-        grad = torch.zeros_like(pred)
-        obj = pred[..., 4]
-        # d mean(softplus(x)) / dx = sigmoid(x) / numel
-        grad[..., 4] = torch.sigmoid(_at_least_float32(obj)).mul_(
-            grad_obj_mean / obj.numel()).to(grad.dtype)
-        if image.numel():
-            grad.index_put_((image, anchor, grid_y, grid_x),
-                            grad_rows.to(grad.dtype),
-                            accumulate=True)
-        return grad, None, None, None, None
+                 grad_obj_mean: Tensor) -> Tuple[Optional[Tensor], ...]:
+        grads = []
+        start = 0
+        for pred, where, grad_mean in zip(ctx.saved_tensors, ctx.level_cells,
+                                          grad_obj_mean.unbind()):
+            # zeros_like keeps the prediction's strides
+            grad = torch.zeros_like(pred)
+            obj = pred[..., 4]
+            # d mean(softplus(x)) / dx = sigmoid(x) / numel
+            grad[..., 4] = torch.sigmoid(_at_least_float32(obj)).mul_(
+                grad_mean / obj.numel()).to(grad.dtype)
+            num_rows = where[0].numel()
+            if num_rows:
+                grad.index_put_(where,
+                                grad_rows[start:start + num_rows].to(
+                                    grad.dtype),
+                                accumulate=True)
+            start += num_rows
+            grads.append(grad)
+        return (None, None, *grads)
 
 
-def rows_and_objectness(pred: Tensor, image: Tensor, anchor: Tensor,
-                        grid_y: Tensor,
-                        grid_x: Tensor) -> Tuple[Tensor, Tensor]:
-    """The channel vectors of one level's predictions at the given cells and
-    the mean over all cells of ``softplus(objectness)`` (the objectness BCE
-    against an all-zero target).
+def rows_and_objectness(preds: Sequence[Tensor],
+                        cells: GridCells) -> Tuple[Tensor, Tensor]:
+    """The channel vectors of a head's predictions at the given cells, and
+    per level the mean over all cells of ``softplus(objectness)`` (the
+    objectness BCE against an all-zero target).
 
     Args:
-        pred (Tensor): ``(bs, na, ny, nx, 5 + nc)`` raw predictions.
-        image, anchor, grid_y, grid_x (Tensor): ``(k,)`` int64 cells.
+        preds (Sequence[Tensor]): Per level ``(bs, na, ny, nx, 5 + nc)`` raw
+            predictions.
+        cells (GridCells): Cells, grouped by level.
 
     Returns:
-        tuple[Tensor, Tensor]: ``(k, 5 + nc)`` rows and the scalar mean
-        (at least float32). Both are differentiable w.r.t. ``pred``; the
-        gradient is built in a single tensor with ``pred``'s strides.
+        tuple[Tensor, Tensor]: ``(k, 5 + nc)`` rows in the cells' order and
+        the ``(nl,)`` means (at least float32). Both are differentiable
+        w.r.t. ``preds``; the gradient of a level is built in a single tensor
+        with its prediction's strides.
     """
-    return _RowsAndObjectness.apply(pred, image, anchor, grid_y, grid_x)
+    return _RowsAndObjectness.apply(cells, cells.level_slices(len(preds)),
+                                    *preds)

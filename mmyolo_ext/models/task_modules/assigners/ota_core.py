@@ -37,8 +37,9 @@ from torch import Tensor
 DEFAULT_MAX_PAIR_BYTES = 4 * 2**20
 
 # Working memory of one (ground truth, candidate) pair in dynamic_k_matching:
-# IoU temporaries, class cost, total cost, sort key and top-k buffers.
-_BYTES_PER_PAIR = 64
+# the gathered column planes, IoU temporaries, class-cost indices, total
+# cost, sort key and column-minimum buffers.
+_BYTES_PER_PAIR = 128
 
 # Offsets (dx, dy) of the centre cell and its left, up, right, down
 # neighbours, in the order the reference lists its candidates.
@@ -209,27 +210,42 @@ def slots_in_segments(segment: Tensor,
     return slots, counts, int(counts.max())
 
 
-def box_iou_xyxy(boxes1: Tensor, boxes2: Tensor,
+def iou_of_sides(low1: Tuple[Tensor, Tensor], high1: Tuple[Tensor, Tensor],
+                 area1: Tensor, low2: Tuple[Tensor, Tensor],
+                 high2: Tuple[Tensor, Tensor], area2: Tensor,
                  union_eps: float = 0.) -> Tensor:
-    """IoU of broadcastable ``(..., 4)`` xyxy boxes.
+    """IoU of broadcastable boxes given as ``(x1, y1)``, ``(x2, y2)`` and
+    area tensors, axis by axis (no ``(..., 2)`` temporaries).
 
-    Computed axis by axis (no ``(..., 2)`` temporaries). ``union_eps`` is a
-    lower bound of the union: 0 gives the plain IoU (a zero union, which only
-    two empty boxes can have, gives IoU 0 rather than NaN).
+    ``union_eps`` is a lower bound of the union: 0 gives the plain IoU (a
+    zero union, which only two empty boxes can have, gives IoU 0 rather than
+    NaN).
     """
-    inter_w = torch.minimum(boxes1[..., 2], boxes2[..., 2]).sub_(
-        torch.maximum(boxes1[..., 0], boxes2[..., 0])).clamp_(min=0)
-    inter_h = torch.minimum(boxes1[..., 3], boxes2[..., 3]).sub_(
-        torch.maximum(boxes1[..., 1], boxes2[..., 1])).clamp_(min=0)
-    inter = inter_w.mul_(inter_h)
-    area1 = (boxes1[..., 2] - boxes1[..., 0]) * (boxes1[..., 3] -
-                                                 boxes1[..., 1])
-    area2 = (boxes2[..., 2] - boxes2[..., 0]) * (boxes2[..., 3] -
-                                                 boxes2[..., 1])
+    inter = None
+    for lo1, hi1, lo2, hi2 in zip(low1, high1, low2, high2):
+        side = torch.minimum(hi1, hi2).sub_(torch.maximum(lo1,
+                                                         lo2)).clamp_(min=0)
+        inter = side if inter is None else inter.mul_(side)
     union = (area1 + area2).sub_(inter)
     union = union.clamp_(min=union_eps if union_eps > 0 else
                          torch.finfo(union.dtype).tiny)
     return inter.div_(union)
+
+
+def box_area_xyxy(boxes: Tensor) -> Tensor:
+    """Areas of ``(..., 4)`` xyxy boxes."""
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+
+
+def box_iou_xyxy(boxes1: Tensor, boxes2: Tensor,
+                 union_eps: float = 0.) -> Tensor:
+    """IoU of broadcastable ``(..., 4)`` xyxy boxes (see
+    :func:`iou_of_sides`)."""
+    return iou_of_sides((boxes1[..., 0], boxes1[..., 1]),
+                        (boxes1[..., 2], boxes1[..., 3]),
+                        box_area_xyxy(boxes1), (boxes2[..., 0], boxes2[..., 1]),
+                        (boxes2[..., 2], boxes2[..., 3]),
+                        box_area_xyxy(boxes2), union_eps)
 
 
 def dynamic_k_matching(
@@ -257,21 +273,20 @@ def dynamic_k_matching(
        (+ pair_penalty)``, with the class cost of a one-hot target written as
        ``cand_cls_base[c] + cand_cls_delta(c, label[g])`` (the per-class
        term summed over classes plus the correction at the ground truth's
-       class), so no (ground truth x candidate x class) tensor is formed;
-       the correction is evaluated once per (image, class present in it,
-       candidate of that image).
+       class), so no (ground truth x candidate x class) tensor is formed.
     4. Each ground truth takes its ``k[g]`` lowest-cost columns (equal costs:
        the lower column index first).
     5. A column taken by several ground truths goes to the ground truth with
        the lowest cost in that column among all ground truths of the image
        (the first one on equal costs).
 
-    Images are padded to ``(B, G, C)`` (padding gets an infinite cost and
-    zero IoU by construction, so no masks are applied to the pairs); ground
-    truths are processed in chunks of at most ``max_pair_bytes`` of working
-    memory. The take counts and the column minimum are accumulated across
-    chunks, so the result does not depend on the chunk size; small chunks
-    stay in the CPU caches.
+    Every ground truth is a row over the candidate columns of its image,
+    padded to the largest image's (padding: empty boxes and an infinite
+    class cost, so it has IoU 0 and is never the cheapest; no masks are
+    applied to the pairs). Rows are processed in chunks of at most
+    ``max_pair_bytes`` of working memory; the take counts and the column
+    minimum are accumulated across chunks, so the result does not depend on
+    the chunk size, and small chunks stay in the CPU caches.
 
     Args:
         gt_boxes (Tensor): ``(N, 4)`` xyxy ground-truth boxes.
@@ -289,9 +304,10 @@ def dynamic_k_matching(
         iou_weight (float): Weight of the IoU cost.
         iou_eps (float): Added to the IoU inside the log.
         union_eps (float): Lower bound of the IoU's union.
-        pair_penalty (callable, optional): ``f(gt_boxes (B, g, 4),
-            cand_index (B, C)) -> (B, g, C)`` extra cost (YOLOX centre prior);
-            ``cand_index`` is the candidate's row, -1 for padding.
+        pair_penalty (callable, optional): ``f(gt_boxes (n, 4), cand_index
+            (n, C)) -> (n, C)`` extra cost (YOLOX centre prior) of ground
+            truths and the candidates of their image; ``cand_index`` is the
+            candidate's row, -1 for padding.
         max_pair_bytes (int): Working-memory budget of one chunk.
 
     Returns:
@@ -302,98 +318,82 @@ def dynamic_k_matching(
     device = cand_boxes.device
     if num_gts == 0 or num_cands == 0:
         return torch.full((num_cands, ), -1, dtype=torch.long, device=device)
-    gt_slot, gt_counts, max_gts = slots_in_segments(gt_image, num_images)
     cand_slot, cand_counts, max_cands = slots_in_segments(
         cand_image, num_images)
     inf = float('inf')
-    shape_bc = (num_images, max_cands)
 
-    # padded candidates: empty boxes (IoU 0) and infinite class cost
+    # per image, its candidates as padded columns, one plane per quantity:
+    # x1, y1, x2, y2, area, class cost of an all-negative target
     cand_flat = cand_image * max_cands + cand_slot
-    cand_pack = cand_boxes.new_zeros((num_images * max_cands, 5))
-    cand_pack[:, 4] = inf
-    cand_pack.index_copy_(0, cand_flat,
-                          torch.cat([cand_boxes, cand_cls_base[:, None]], 1))
-    pad_boxes = cand_pack[:, :4].view(num_images, max_cands, 4)
-    pad_base = cand_pack[:, 4].view(num_images, max_cands)
-    pad_cand = torch.full((num_images * max_cands, ),
-                          -1,
-                          dtype=torch.long,
-                          device=device).index_copy_(
-                              0, cand_flat,
-                              torch.arange(num_cands, device=device)).view(
-                                  num_images, max_cands)
-    column = torch.arange(max_cands, device=device)
-
-    # class-cost corrections, one row per (image, class) present; the last
-    # row (padded ground truths) is infinite, so padding never wins a column
-    image_class, class_row = torch.unique(
-        (gt_image << 32) | gt_labels, return_inverse=True)
-    row_cands = pad_cand.index_select(0, image_class >> 32)  # (U, C)
-    row_labels = (image_class & 0xFFFFFFFF)[:, None].expand_as(row_cands)
-    delta_rows = cand_boxes.new_full((image_class.numel() + 1, max_cands),
-                                     inf)
-    delta_rows[:-1] = cand_cls_delta(
-        row_cands.clamp(min=0).reshape(-1),
-        row_labels.reshape(-1)).view_as(row_cands).masked_fill_(
-            row_cands < 0, inf)
-
-    # padded ground truths: [box, delta row, ground-truth row]
-    gt_pack = gt_boxes.new_zeros((num_images * max_gts, 6))
-    gt_pack[:, 4:] = gt_pack.new_tensor([image_class.numel(), -1])
-    gt_pack.index_copy_(
-        0, gt_image * max_gts + gt_slot,
+    columns = cand_boxes.new_zeros((6, num_images * max_cands))
+    columns[5] = inf
+    columns.index_copy_(
+        1, cand_flat,
         torch.cat([
-            gt_boxes, class_row[:, None].to(gt_boxes),
-            torch.arange(num_gts, device=device)[:, None].to(gt_boxes)
-        ], 1))
-    gt_pack = gt_pack.view(num_images, max_gts, 6)
-    pad_gt_boxes = gt_pack[..., :4]
-    pad_delta_row = gt_pack[..., 4].long()  # exact in float32
-    pad_gt = gt_pack[..., 5].long()
-
+            cand_boxes, box_area_xyxy(cand_boxes)[:, None],
+            cand_cls_base[:, None]
+        ], 1).t())
+    columns = columns.view(6, num_images, max_cands)
+    column_cand = torch.full((num_images * max_cands, ),
+                             -1,
+                             dtype=torch.long,
+                             device=device).index_copy_(
+                                 0, cand_flat,
+                                 torch.arange(num_cands, device=device)).view(
+                                     num_images, max_cands)
+    gt_sides = torch.cat([gt_boxes, box_area_xyxy(gt_boxes)[:, None]],
+                         1).t()[:, :, None]  # (5, N, 1)
+    column = torch.arange(max_cands, device=device)
     num_top = min(topk, max_cands)
     rank = torch.arange(num_top, device=device)
-    # per column: (number of takers << 32) + sum of (taker slot + 1); with a
-    # single taker the sum is its slot + 1
-    takes_packed = torch.zeros(shape_bc, dtype=torch.long, device=device)
+
+    # per column: (number of takers << 40) + sum of (taker row + 1); with a
+    # single taker the sum is its row + 1
+    takes_packed = torch.zeros(
+        num_images * max_cands, dtype=torch.long, device=device)
     col_min = col_argmin = None
-    image_base = (torch.arange(num_images, device=device) *
-                  max_cands).view(-1, 1, 1)
-    chunk = max(1,
-                max_pair_bytes // (_BYTES_PER_PAIR * num_images * max_cands))
-    for start in range(0, max_gts, chunk):
-        end = min(start + chunk, max_gts)
-        boxes = pad_gt_boxes[:, start:end, None, :]
-        iou = box_iou_xyxy(boxes, pad_boxes[:, None], union_eps)
+    chunk = max(1, max_pair_bytes // (_BYTES_PER_PAIR * max_cands))
+    for start in range(0, num_gts, chunk):
+        end = min(start + chunk, num_gts)
+        image = gt_image[start:end]
+        cols = columns.index_select(1, image)  # (6, n, C)
+        gt = gt_sides[:, start:end]
+        iou = iou_of_sides((gt[0], gt[1]), (gt[2], gt[3]), gt[4],
+                           (cols[0], cols[1]), (cols[2], cols[3]), cols[4],
+                           union_eps)
         dynamic_k = torch.topk(
-            iou, num_top, dim=2).values.sum(2).int().clamp_(min=1)
-        cost = delta_rows.index_select(0,
-                                       pad_delta_row[:, start:end].reshape(-1))
-        cost = cost.view(num_images, end - start,
-                         max_cands).add_(pad_base[:, None])
+            iou, num_top, dim=1).values.sum(1).int().clamp_(min=1)
+        row_cands = column_cand.index_select(0, image)  # (n, C)
+        cost = cand_cls_delta(
+            row_cands.clamp(min=0).view(-1),
+            gt_labels[start:end, None].expand_as(row_cands).reshape(-1))
+        cost = cost.view_as(iou).add_(cols[5])
         cost.add_(torch.log(iou.add_(iou_eps)), alpha=-iou_weight)
         if pair_penalty is not None:
-            cost.add_(pair_penalty(boxes[:, :, 0], pad_cand))
+            cost.add_(pair_penalty(gt_boxes[start:end], row_cands))
         # costs are >= 0 up to rounding; as non-negative floats their bit
         # patterns sort like the values: append the column for the ties
         keys = cost.clamp_(min=0).view(torch.int32).to(torch.int64)
         keys = keys.bitwise_left_shift_(32).bitwise_or_(column)
-        picked = torch.topk(keys, num_top, dim=2, largest=False).indices
-        takes = ((rank < dynamic_k[..., None]) &
-                 (picked < cand_counts.view(-1, 1, 1)) &
-                 (pad_gt[:, start:end, None] >= 0))
+        picked = torch.topk(keys, num_top, dim=1, largest=False).indices
+        takes = ((rank < dynamic_k[:, None]) &
+                 (picked < cand_counts.index_select(0, image)[:, None]))
         # masked update without boolean indexing (no host synchronisation)
-        gt_slots = torch.arange(start, end, device=device).view(1, -1, 1)
-        takes_packed.view(-1).index_add_(
+        gt_row = torch.arange(start, end, device=device)[:, None]
+        image_base = (image * max_cands)[:, None]
+        takes_packed.index_add_(
             0, (picked + image_base).view(-1),
-            torch.where(takes, gt_slots + ((1 << 32) + 1), 0).view(-1))
-        # column minimum and its first ground truth (float amin twice is
-        # much faster than min(dim) with indices over a middle dimension;
-        # slots are exact in float32)
-        chunk_min = cost.amin(dim=1)
-        chunk_argmin = torch.where(cost == chunk_min[:, None],
-                                   gt_slots.to(cost), inf).amin(dim=1).long()
+            torch.where(takes, gt_row + ((1 << 40) + 1), 0).view(-1))
+        # column minimum over the chunk's ground truths of each image, and
+        # the first of them reaching it
+        flat_col = (image_base + column).view(-1)
+        chunk_min = cost.new_full((num_images * max_cands, ),
+                                  inf).scatter_reduce_(
+                                      0, flat_col, cost.view(-1), 'amin')
+        first = torch.where(cost.view(-1) == chunk_min.index_select(
+            0, flat_col), gt_row.expand_as(cost).reshape(-1), num_gts)
+        chunk_argmin = torch.full_like(takes_packed, num_gts).scatter_reduce_(
+            0, flat_col, first, 'amin')
         if col_min is None:
             col_min, col_argmin = chunk_min, chunk_argmin
         else:
@@ -401,12 +401,11 @@ def dynamic_k_matching(
             col_min = torch.where(better, chunk_min, col_min)
             col_argmin = torch.where(better, chunk_argmin, col_argmin)
 
-    take_count = takes_packed >> 32
-    owner_slot = torch.where(take_count > 1, col_argmin,
-                             (takes_packed & 0xFFFFFFFF) - 1)
-    owner = torch.gather(pad_gt, 1, owner_slot.clamp(min=0))
+    take_count = takes_packed >> 40
+    owner = torch.where(take_count > 1, col_argmin,
+                        (takes_packed & ((1 << 40) - 1)) - 1)
     owner = torch.where(take_count > 0, owner, -1)
-    return owner.view(-1).index_select(0, cand_flat)
+    return owner.index_select(0, cand_flat)
 
 
 class GridAssignerBase:
@@ -584,14 +583,15 @@ class GridAssignerBase:
         # keep both logs finite where a probability rounds to 0 or 1
         finfo = torch.finfo(prob.dtype)
         prob.clamp_(min=finfo.tiny, max=1. - finfo.eps / 2)
-        cls_base = torch.log(1 - prob).sum(1).neg_()
+        log_neg = torch.log(1 - prob)
+        cls_base = log_neg.sum(1).neg_()
 
         num_classes = prob.size(1)
 
         def cls_delta(cand_index: Tensor, label: Tensor) -> Tensor:
             # flat index_select: much faster than two-tensor indexing
-            picked = prob.view(-1).index_select(
-                0, cand_index * num_classes + label)
-            return torch.log(1 - picked).sub_(torch.log(picked))
+            flat = cand_index * num_classes + label
+            return log_neg.view(-1).index_select(0, flat).sub_(
+                torch.log(prob.view(-1).index_select(0, flat)))
 
         return boxes, cls_base, cls_delta

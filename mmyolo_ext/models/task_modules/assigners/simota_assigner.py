@@ -179,9 +179,10 @@ class SimOTAAssigner(GridAssignerBase):
 
         def centre_prior_penalty(boxes: Tensor, cand_index: Tensor) -> Tensor:
             points = cand_points[cand_index.clamp(min=0)]
-            in_box, in_centre = in_box_and_centre(boxes, points,
+            in_box, in_centre = in_box_and_centre(boxes[:, None], points,
                                                   self.center_radius)
-            return (~(in_box & in_centre)).to(boxes) * CENTRE_PRIOR_PENALTY
+            return (~(in_box & in_centre)[:, 0]).to(boxes) * \
+                CENTRE_PRIOR_PENALTY
 
         cand_boxes = bboxes[cand_image, cand_prior].float()
         matched = dynamic_k_matching(
