@@ -236,6 +236,9 @@ def test_zero_size_boxes_never_give_nan():
     ([1, 0, float('nan'), 0.5, 0.2, 0.2], r'row 1 \(image 1\): box'),
     ([1, 0, 0.5, 0.5, float('inf'), 0.2], r'row 1 \(image 1\): box'),
     ([2, 0, 0.5, 0.5, 0.2, 0.2], r'row 1 \(image 2\): image index 2'),
+    ([1, 0, 0.5, 0.5, -0.1, 0.2], r'row 1 \(image 1\): box .* negative'),
+    ([float('nan'), 0, 0.5, 0.5, 0.2, 0.2], r'row 1 \(image nan\): image'),
+    ([0, float('-inf'), 0.5, 0.5, 0.2, 0.2], r'row 1 \(image 0\): class id'),
 ])
 def test_bad_targets_raise_naming_image_and_row(row, message):
     loss_module = p5_loss()

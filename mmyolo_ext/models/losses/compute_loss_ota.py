@@ -238,14 +238,18 @@ class ComputeLossOTA(BaseModule):
         nl = self.num_levels
         num_heads = len(head_cells)
         num_segments = num_heads * nl
-        cells = GridCells(*(torch.cat(fields) for fields in zip(
-            *((c.image, c.anchor, c.grid_y, c.grid_x, c.target, c.level)
-              for c in head_cells))))
-        head = torch.cat([
-            torch.full_like(c.level, h) for h, c in enumerate(head_cells)
-        ])
-        segment = head * nl + cells.level
-        rows = torch.cat(head_rows).float()
+        if num_heads == 1:
+            cells, rows, segment = head_cells[0], head_rows[0], head_cells[
+                0].level
+        else:
+            cells = GridCells(*(torch.cat(fields) for fields in zip(
+                *(c.fields() for c in head_cells))))
+            rows = torch.cat(head_rows)
+            device = rows.device
+            segment = cells.level + torch.repeat_interleave(
+                torch.arange(num_heads, device=device) * nl,
+                torch.tensor([len(c) for c in head_cells], device=device))
+        rows = rows.float()
         zero = dense_obj.new_zeros(num_segments)
         if rows.size(0) == 0:
             return (zero.view(num_heads, nl), dense_obj.view(num_heads, nl),
@@ -333,20 +337,22 @@ class ComputeLossOTA(BaseModule):
             raise ValueError('targets must be (n, 6) rows [image, class, cx, '
                              f'cy, w, h], got shape {tuple(targets.shape)}')
         targets = targets.detach().float().to(device)
-        image, label, boxes = targets[:, 0], targets[:, 1], targets[:, 2:]
-        bad_image = (image < 0) | (image >= batch_size) | (image !=
-                                                             image.floor())
-        bad_label = (label < 0) | (label >= self.num_classes) | (
-            label != label.floor())
-        bad_box = ~torch.isfinite(boxes).all(1) | (boxes[:, 2:] < 0).any(1)
-        bad = bad_image | bad_label | bad_box
-        if bool(bad.any()):
-            row = int(torch.nonzero(bad)[0, 0])
+        # image and class: integers in range (NaN compares unequal);
+        # box: finite (x * 0 == 0) with non-negative sizes
+        image_label = targets[:, :2]
+        limits = targets.new_tensor([batch_size - 1, self.num_classes - 1])
+        good = torch.cat([
+            image_label == torch.minimum(image_label.floor().clamp_(min=0),
+                                         limits),
+            targets[:, 2:] * 0 == 0, targets[:, 4:] >= 0
+        ], 1)
+        if not bool(good.all()):
+            row, column = torch.nonzero(~good)[0].tolist()
             values = targets[row].tolist()
-            if bad_image[row]:
+            if column == 0:
                 what = (f'image index {values[0]} is not an integer in '
                         f'[0, {batch_size})')
-            elif bad_label[row]:
+            elif column == 1:
                 what = (f'class id {values[1]} is not an integer in '
                         f'[0, {self.num_classes})')
             else:

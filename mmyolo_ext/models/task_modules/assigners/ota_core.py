@@ -159,12 +159,13 @@ def grid_candidates(targets: Tensor, grid_sizes: Sequence[Tuple[int, int]],
     cell = (centre.reshape(-1, 2).index_select(0, level * num_targets +
                                                target_i) -
             offsets.index_select(0, offset_i)).long()
-    limit = (sizes.long() - 1).index_select(0, level)
+    cell = torch.minimum(cell.clamp_(min=0),
+                         (sizes.long() - 1).index_select(0, level))
     return GridCells(
         image=targets[:, 0].long().index_select(0, target_i),
         anchor=anchor_i,
-        grid_y=torch.minimum(cell[:, 1].clamp_(min=0), limit[:, 1]),
-        grid_x=torch.minimum(cell[:, 0].clamp_(min=0), limit[:, 0]),
+        grid_y=cell[:, 1],
+        grid_x=cell[:, 0],
         target=target_i,
         level=level)
 
@@ -565,9 +566,9 @@ class GridAssignerBase:
 
         The class cost is the BCE of ``p = sqrt(sigmoid(cls) *
         sigmoid(obj))`` against the one-hot target. Summed over classes it is
-        ``base = -sum_j log(1 - p_j)`` plus ``delta(j) = log(1 - p_j) -
-        log(p_j)`` at the target class ``j``; ``delta`` is returned as a
-        function of (candidate index, class), evaluated only where needed.
+        ``base = -sum_j log(1 - p_j)`` plus ``delta(j) = log((1 - p_j) /
+        p_j)`` at the target class ``j``; ``delta`` is returned as a function
+        of (candidate index, class), evaluated only where needed.
         """
         stride = rows.new_tensor(strides).index_select(0, cands.level)[:,
                                                                         None]
@@ -583,15 +584,20 @@ class GridAssignerBase:
         # keep both logs finite where a probability rounds to 0 or 1
         finfo = torch.finfo(prob.dtype)
         prob.clamp_(min=finfo.tiny, max=1. - finfo.eps / 2)
-        log_neg = torch.log(1 - prob)
-        cls_base = log_neg.sum(1).neg_()
-
+        # sum of the logs as the logs of products of up to 4 factors (each
+        # >= 6e-8, so a product stays a normal float): a quarter of the logs
         num_classes = prob.size(1)
+        group = next(g for g in (4, 2, 1) if num_classes % g == 0)
+        factors = (1 - prob).view(-1, group, num_classes // group).unbind(1)
+        product = factors[0]
+        for factor in factors[1:]:
+            product = product * factor
+        cls_base = torch.log(product).sum(1).neg_()
 
         def cls_delta(cand_index: Tensor, label: Tensor) -> Tensor:
             # flat index_select: much faster than two-tensor indexing
-            flat = cand_index * num_classes + label
-            return log_neg.view(-1).index_select(0, flat).sub_(
-                torch.log(prob.view(-1).index_select(0, flat)))
+            picked = prob.view(-1).index_select(
+                0, cand_index * num_classes + label)
+            return torch.log((1 - picked).div_(picked))
 
         return boxes, cls_base, cls_delta
