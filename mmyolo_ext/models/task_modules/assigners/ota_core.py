@@ -297,9 +297,9 @@ def dynamic_k_matching(
         cand_image (Tensor): ``(K,)`` int64 image of every candidate.
         cand_cls_base (Tensor): ``(K,)`` class cost of an all-negative
             target.
-        cand_cls_delta (callable): ``f(cand_index (M,), label (M,)) ->
-            (M,)``: change of the class cost of candidates when ``label`` is
-            the positive class.
+        cand_cls_delta (callable): ``f(cand_index (n, C), label (n, 1)) ->
+            (n, C)``: change of the class cost of candidates when ``label``
+            is the positive class.
         num_images (int): Batch size.
         topk (int): Number of top IoUs summed for the dynamic k.
         iou_weight (float): Weight of the IoU cost.
@@ -352,7 +352,7 @@ def dynamic_k_matching(
     # single taker the sum is its row + 1
     takes_packed = torch.zeros(
         num_images * max_cands, dtype=torch.long, device=device)
-    col_min = col_argmin = None
+    col_min_row = torch.full_like(takes_packed, torch.iinfo(torch.int64).max)
     chunk = max(1, max_pair_bytes // (_BYTES_PER_PAIR * max_cands))
     for start in range(0, num_gts, chunk):
         end = min(start + chunk, num_gts)
@@ -365,18 +365,18 @@ def dynamic_k_matching(
         dynamic_k = torch.topk(
             iou, num_top, dim=1).values.sum(1).int().clamp_(min=1)
         row_cands = column_cand.index_select(0, image)  # (n, C)
-        cost = cand_cls_delta(
-            row_cands.clamp(min=0).view(-1),
-            gt_labels[start:end, None].expand_as(row_cands).reshape(-1))
-        cost = cost.view_as(iou).add_(cols[5])
+        cost = cand_cls_delta(row_cands.clamp(min=0),
+                              gt_labels[start:end, None]).add_(cols[5])
         cost.add_(torch.log(iou.add_(iou_eps)), alpha=-iou_weight)
         if pair_penalty is not None:
             cost.add_(pair_penalty(gt_boxes[start:end], row_cands))
         # costs are >= 0 up to rounding; as non-negative floats their bit
-        # patterns sort like the values: append the column for the ties
-        keys = cost.clamp_(min=0).view(torch.int32).to(torch.int64)
-        keys = keys.bitwise_left_shift_(32).bitwise_or_(column)
-        picked = torch.topk(keys, num_top, dim=1, largest=False).indices
+        # patterns sort like the values: the cost in the high 32 bits and a
+        # tie-breaker in the low ones
+        cost_bits = cost.clamp_(min=0).view(torch.int32).to(
+            torch.int64).bitwise_left_shift_(32)
+        picked = torch.topk(
+            cost_bits | column, num_top, dim=1, largest=False).indices
         takes = ((rank < dynamic_k[:, None]) &
                  (picked < cand_counts.index_select(0, image)[:, None]))
         # masked update without boolean indexing (no host synchronisation)
@@ -385,25 +385,12 @@ def dynamic_k_matching(
         takes_packed.index_add_(
             0, (picked + image_base).view(-1),
             torch.where(takes, gt_row + ((1 << 40) + 1), 0).view(-1))
-        # column minimum over the chunk's ground truths of each image, and
-        # the first of them reaching it
-        flat_col = (image_base + column).view(-1)
-        chunk_min = cost.new_full((num_images * max_cands, ),
-                                  inf).scatter_reduce_(
-                                      0, flat_col, cost.view(-1), 'amin')
-        first = torch.where(cost.view(-1) == chunk_min.index_select(
-            0, flat_col), gt_row.expand_as(cost).reshape(-1), num_gts)
-        chunk_argmin = torch.full_like(takes_packed, num_gts).scatter_reduce_(
-            0, flat_col, first, 'amin')
-        if col_min is None:
-            col_min, col_argmin = chunk_min, chunk_argmin
-        else:
-            better = chunk_min < col_min
-            col_min = torch.where(better, chunk_min, col_min)
-            col_argmin = torch.where(better, chunk_argmin, col_argmin)
+        # per column, the lowest cost and then the first ground truth
+        col_min_row.scatter_reduce_(0, (image_base + column).view(-1),
+                                    (cost_bits | gt_row).view(-1), 'amin')
 
     take_count = takes_packed >> 40
-    owner = torch.where(take_count > 1, col_argmin,
+    owner = torch.where(take_count > 1, col_min_row & 0xFFFFFFFF,
                         (takes_packed & ((1 << 40) - 1)) - 1)
     owner = torch.where(take_count > 0, owner, -1)
     return owner.index_select(0, cand_flat)
@@ -595,9 +582,8 @@ class GridAssignerBase:
         cls_base = torch.log(product).sum(1).neg_()
 
         def cls_delta(cand_index: Tensor, label: Tensor) -> Tensor:
-            # flat index_select: much faster than two-tensor indexing
-            picked = prob.view(-1).index_select(
-                0, cand_index * num_classes + label)
+            # flat take: much faster than two-tensor indexing
+            picked = torch.take(prob, cand_index * num_classes + label)
             return torch.log((1 - picked).div_(picked))
 
         return boxes, cls_base, cls_delta

@@ -174,8 +174,8 @@ class SimOTAAssigner(GridAssignerBase):
 
         def cls_delta(cand_index: Tensor, label: Tensor) -> Tensor:
             flat = cand_index * num_classes + label
-            return (log_neg.view(-1).index_select(0, flat) -
-                    log_pos.view(-1).index_select(0, flat)) * self.cls_weight
+            return (torch.take(log_neg, flat) -
+                    torch.take(log_pos, flat)) * self.cls_weight
 
         def centre_prior_penalty(boxes: Tensor, cand_index: Tensor) -> Tensor:
             points = cand_points[cand_index.clamp(min=0)]
