@@ -144,7 +144,7 @@ def timed(fn: Callable[[], object]) -> Tuple[float, float, object]:
 
 def interleaved_medians(fns: List[Callable[[], object]],
                         repeats: List[int],
-                        rounds: int = 5) -> List[Tuple[float, float, object]]:
+                        rounds: int = 10) -> List[Tuple[float, float, object]]:
     """Median wall and CPU times of several functions, timed in alternating
     blocks (so that load from other processes hits them alike): in each of
     ``rounds`` rounds every function is called about ``repeats[i] /
@@ -417,8 +417,8 @@ def main() -> None:
         nargs='+',
         default=list(SCENARIOS) + ['yolox_s'],
         choices=list(SCENARIOS) + ['yolox_s'])
-    parser.add_argument('--repeats', type=int, default=15)
-    parser.add_argument('--mmyolo-repeats', type=int, default=5)
+    parser.add_argument('--repeats', type=int, default=40)
+    parser.add_argument('--mmyolo-repeats', type=int, default=10)
     parser.add_argument(
         '--backward',
         action='store_true',
