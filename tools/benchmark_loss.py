@@ -148,9 +148,12 @@ def interleaved_medians(fns: List[Callable[[], object]],
     """Median wall and CPU times of several functions, timed in alternating
     blocks (so that load from other processes hits them alike): in each of
     ``rounds`` rounds every function is called about ``repeats[i] /
-    rounds`` times in a row. The CPU time (process time) leaves out time the
-    process waited for a core."""
-    results = [fn() for fn in fns]  # warm-up
+    rounds`` times in a row, after one untimed call: the first call after
+    another function's pays for its memory churn (the allocator hands freed
+    memory back to the system, so fresh pages fault in again), a cost of the
+    alternation, not of either function. The CPU time (process time) leaves
+    out time the process waited for a core."""
+    results: List[object] = [None] * len(fns)
     walls: List[List[float]] = [[] for _ in fns]
     cpus: List[List[float]] = [[] for _ in fns]
     rounds = max(1, min(rounds, min(repeats)))
@@ -158,6 +161,7 @@ def interleaved_medians(fns: List[Callable[[], object]],
         for i, fn in enumerate(fns):
             calls = ((round_ + 1) * repeats[i] // rounds -
                      round_ * repeats[i] // rounds)
+            fn()  # warm-up after the other functions
             for _ in range(calls):
                 wall, cpu, results[i] = timed(fn)
                 walls[i].append(wall)
