@@ -7,9 +7,10 @@ modes) and :class:`V7AuxAssigner`:
   plus neighbour cells) that turns ground truths into candidate
   ``(image, anchor, cell)`` entries, one per (ground truth, anchor, offset).
 * :func:`dynamic_k_matching`: SimOTA's dynamic-k matching of ground truths to
-  candidate columns, batched over images in a padded ``(B, G, C)`` layout and
-  chunked over ground truths so that the pairwise working memory stays under a
-  byte budget (the result does not depend on the chunking).
+  candidate columns, batched over images (every ground truth a row over its
+  image's candidates, padded to the largest image's) and chunked over ground
+  truths so that the pairwise working memory stays under a byte budget (the
+  result does not depend on the chunking).
 * :class:`GridAssignerBase`: candidates + optional dynamic-k matching on the
   per-level raw predictions of an anchor-based YOLO head.
 
@@ -242,11 +243,11 @@ def box_iou_xyxy(boxes1: Tensor, boxes2: Tensor,
                  union_eps: float = 0.) -> Tensor:
     """IoU of broadcastable ``(..., 4)`` xyxy boxes (see
     :func:`iou_of_sides`)."""
-    return iou_of_sides((boxes1[..., 0], boxes1[..., 1]),
-                        (boxes1[..., 2], boxes1[..., 3]),
-                        box_area_xyxy(boxes1), (boxes2[..., 0], boxes2[..., 1]),
-                        (boxes2[..., 2], boxes2[..., 3]),
-                        box_area_xyxy(boxes2), union_eps)
+    x1a, y1a, x2a, y2a = boxes1.unbind(-1)
+    x1b, y1b, x2b, y2b = boxes2.unbind(-1)
+    return iou_of_sides((x1a, y1a), (x2a, y2a), box_area_xyxy(boxes1),
+                        (x1b, y1b), (x2b, y2b), box_area_xyxy(boxes2),
+                        union_eps)
 
 
 def dynamic_k_matching(
