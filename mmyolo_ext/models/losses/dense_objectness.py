@@ -25,11 +25,8 @@ class _RowsAndObjectness(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: FunctionCtx, cells: GridCells, level_parts: List[slice],
+    def forward(ctx: FunctionCtx, level_cells: List[Tuple[Tensor, ...]],
                 *preds: Tensor) -> Tuple[Tensor, Tensor]:
-        level_cells = [(cells.image[part], cells.anchor[part],
-                        cells.grid_y[part], cells.grid_x[part])
-                       for part in level_parts]
         ctx.level_cells = level_cells
         ctx.save_for_backward(*preds)
         rows = torch.cat([
@@ -62,7 +59,7 @@ class _RowsAndObjectness(torch.autograd.Function):
                                 accumulate=True)
             start += num_rows
             grads.append(grad)
-        return (None, None, *grads)
+        return (None, *grads)
 
 
 def rows_and_objectness(preds: Sequence[Tensor],
@@ -82,5 +79,4 @@ def rows_and_objectness(preds: Sequence[Tensor],
         w.r.t. ``preds``; the gradient of a level is built in a single tensor
         with its prediction's strides.
     """
-    return _RowsAndObjectness.apply(cells, cells.level_slices(len(preds)),
-                                    *preds)
+    return _RowsAndObjectness.apply(cells.level_cells(len(preds)), *preds)

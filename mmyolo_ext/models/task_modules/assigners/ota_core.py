@@ -94,6 +94,15 @@ class GridCells:
         starts = [sum(counts[:i]) for i in range(num_levels)]
         return [slice(a, a + n) for a, n in zip(starts, counts)]
 
+    def level_cells(self,
+                    num_levels: int) -> List[Tuple[Tensor, Tensor, Tensor,
+                                                   Tensor]]:
+        """Per level the ``(image, anchor, grid_y, grid_x)`` index of its
+        entries (a prediction's ``(bs, na, ny, nx)`` cells)."""
+        return [(self.image[part], self.anchor[part], self.grid_y[part],
+                 self.grid_x[part])
+                for part in self.level_slices(num_levels)]
+
     def split_levels(self, num_levels: int) -> List[Dict[str, Tensor]]:
         """Per level a dict of ``image, anchor, grid_y, grid_x, target``,
         keeping the order of the entries."""
@@ -186,9 +195,8 @@ def gather_cells(preds: Sequence[Tensor], cells: GridCells) -> Tensor:
     """Channel vectors ``(K, C)`` of the predictions at the given cells, in
     the cells' order (differentiable)."""
     rows = [
-        gather_level_cells(pred, cells.image[part], cells.anchor[part],
-                           cells.grid_y[part], cells.grid_x[part])
-        for pred, part in zip(preds, cells.level_slices(len(preds)))
+        gather_level_cells(pred, *where)
+        for pred, where in zip(preds, cells.level_cells(len(preds)))
     ]
     # cells are grouped by level, so the concatenation keeps their order
     return torch.cat(rows)
