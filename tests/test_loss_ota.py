@@ -257,12 +257,22 @@ def test_bad_prediction_shapes_raise():
         loss_module(preds, torch.zeros(0, 6), (128, 128))
 
 
-def test_non_finite_loss_term_names_term_and_level():
+def test_non_finite_loss_term_is_reported_with_term_and_level():
+    """A non-finite term does not raise: the loss returns it and reports
+    term, head and level to the optimizer wrapper, which skips the step."""
+    from mmengine.logging import MessageHub
+
+    from mmyolo_ext.engine.optimizers.nonfinite_step_guard import \
+        NONFINITE_TERMS_KEY
+    hub = MessageHub.get_current_instance()
+    hub.update_info(NONFINITE_TERMS_KEY, [], resumed=False)
     loss_module = p5_loss()
     preds = [p.detach().clone() for p in p5_preds()]
     preds[2][0, 0, 0, 0, 4] = float('nan')
-    with pytest.raises(RuntimeError, match=r'obj \(level 2\)'):
-        loss_module(preds, torch.zeros(0, 6), (128, 128))
+    out = loss_module(preds, torch.zeros(0, 6), (128, 128))
+    assert torch.isnan(out['loss_obj'])
+    assert torch.isfinite(out['loss_box']) and torch.isfinite(out['loss_cls'])
+    assert hub.get_info(NONFINITE_TERMS_KEY) == ['loss_obj (level 2) = nan']
 
 
 def test_yolov5_assigner_matches_every_candidate():

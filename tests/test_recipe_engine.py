@@ -297,14 +297,18 @@ def test_amp_keeps_summed_accumulation():
 
     from mmyolo_ext.engine.optimizers import (
         AmpSummedAccumulationOptimWrapper, SummedAccumulationOptimWrapper)
+    from mmyolo_ext.engine.optimizers.nonfinite_step_guard import \
+        NonFiniteStepGuard
     amp, summed = AmpSummedAccumulationOptimWrapper, \
         SummedAccumulationOptimWrapper
     for name in ('scale_loss', 'should_update', 'should_sync',
                  'initialize_count_status'):
         assert getattr(amp, name) is getattr(summed, name), name
-    for name in ('backward', 'optim_context'):
-        assert getattr(amp, name) is getattr(AmpOptimWrapper, name), name
-    # step and the state dicts go through both: ours first, then AMP's
+    assert amp.optim_context is AmpOptimWrapper.optim_context
+    # backward, step and the state dicts go through ours first (backward
+    # and step through the non-finite step guard), then AMP's
     mro = amp.__mro__
-    assert mro.index(summed) < mro.index(AmpOptimWrapper)
+    assert amp.backward is NonFiniteStepGuard.backward
+    assert mro.index(summed) < mro.index(NonFiniteStepGuard) < mro.index(
+        AmpOptimWrapper)
     assert amp.step is summed.step and amp.state_dict is summed.state_dict

@@ -1,18 +1,21 @@
 """Gradient accumulation that sums, as YOLOv7's train.py does."""
 import logging
-from typing import Dict
+from typing import Dict, Optional, Union
 
 import torch
+from mmengine.device import (is_cuda_available, is_mlu_available,
+                             is_musa_available, is_npu_available)
 from mmengine.dist import get_world_size
 from mmengine.logging import print_log
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.utils.dl_utils import has_batch_norm
 
 from mmyolo_ext.registry import OPTIM_WRAPPERS
+from .nonfinite_step_guard import NonFiniteStepGuard
 
 
 @OPTIM_WRAPPERS.register_module()
-class SummedAccumulationOptimWrapper(OptimWrapper):
+class SummedAccumulationOptimWrapper(NonFiniteStepGuard, OptimWrapper):
     """An :class:`OptimWrapper` whose accumulated gradients are summed.
 
     The official train.py steps the optimizer once ``accumulate`` iterations
@@ -35,7 +38,12 @@ class SummedAccumulationOptimWrapper(OptimWrapper):
     iterations as an uninterrupted one (gradients accumulated before the
     interruption are lost, as everywhere in MMEngine).
 
+    A step whose loss or gradients are not finite is skipped, logged and
+    counted (see :class:`NonFiniteStepGuard`).
+
     Args:
+        max_consecutive_skips (int): Skipped non-finite steps in a row that
+            stop the run (0: never). Defaults to 10.
         **kwargs: The arguments of :class:`OptimWrapper`.
     """
 
@@ -93,15 +101,55 @@ class SummedAccumulationOptimWrapper(OptimWrapper):
         super().load_state_dict(state_dict)
 
 
+def _accelerator_available() -> bool:
+    return (is_cuda_available() or is_npu_available() or is_mlu_available()
+            or is_musa_available())
+
+
+class _AmpOptimWrapperWithCPU(AmpOptimWrapper):
+    """:class:`AmpOptimWrapper`, which MMEngine builds only with an
+    accelerator, also on a CPU-only machine: there autocast runs bfloat16
+    (the only CPU autocast type), with a disabled loss scaler (bfloat16 has
+    the range of float32; non-finite gradients are then checked by
+    :class:`NonFiniteStepGuard`)."""
+
+    def __init__(self,
+                 loss_scale: Union[str, float, dict] = 'dynamic',
+                 dtype: Optional[Union[str, torch.dtype]] = None,
+                 use_fsdp: bool = False,
+                 **kwargs) -> None:
+        if _accelerator_available():
+            super().__init__(
+                loss_scale=loss_scale, dtype=dtype, use_fsdp=use_fsdp,
+                **kwargs)
+            return
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype, dtype)
+        if dtype not in (None, torch.bfloat16):
+            raise ValueError(
+                f'AMP with dtype {dtype} needs CUDA; without it autocast '
+                'runs bfloat16 on the CPU (dtype=None or "bfloat16")')
+        OptimWrapper.__init__(self, **kwargs)
+        self._scale_update_param = None
+        self.loss_scaler = torch.amp.GradScaler('cpu', enabled=False)
+        self.cast_dtype = torch.bfloat16
+        print_log(
+            'AMP without CUDA: bfloat16 autocast on the CPU, no loss scaling',
+            logger='current',
+            level=logging.INFO)
+
+
 @OPTIM_WRAPPERS.register_module()
 class AmpSummedAccumulationOptimWrapper(SummedAccumulationOptimWrapper,
-                                        AmpOptimWrapper):
+                                        _AmpOptimWrapperWithCPU):
     """:class:`SummedAccumulationOptimWrapper` with mixed precision: the
-    summed accumulation above, with :class:`AmpOptimWrapper`'s autocast and
-    loss scaling (``tools/train.py --amp`` picks it for configs that use the
-    summed wrapper).
+    summed accumulation and the non-finite step guard above, with
+    :class:`AmpOptimWrapper`'s autocast and loss scaling (``tools/train.py
+    --amp`` picks it for configs that use the summed wrapper): float16 with
+    a dynamic GradScaler on CUDA; bfloat16 without a scaler on a machine
+    without CUDA.
 
     Args:
-        **kwargs: The arguments of :class:`AmpOptimWrapper` (``loss_scale``,
-            ``dtype``, ...).
+        **kwargs: The arguments of :class:`SummedAccumulationOptimWrapper`
+            and :class:`AmpOptimWrapper` (``loss_scale``, ``dtype``, ...).
     """

@@ -8,7 +8,10 @@ from mmengine.model import BaseModule
 from mmengine.registry import DefaultScope
 from torch import Tensor
 
+from mmyolo_ext.engine.optimizers.nonfinite_step_guard import \
+    note_nonfinite_loss_terms
 from mmyolo_ext.registry import MODELS, SCOPE, TASK_UTILS
+from ..float32_region import float32_region
 from ..task_modules.assigners.ota_core import GridCells, gather_cells
 from .ciou import ciou_xywh
 from .dense_objectness import rows_and_objectness
@@ -141,6 +144,7 @@ class ComputeLossOTA(BaseModule):
         self.aux_weight = aux_weight
         self.aux_lead_topk = aux_lead_topk
 
+    @float32_region()
     def forward(self,
                 preds: Sequence[Tensor],
                 targets: Tensor,
@@ -174,7 +178,7 @@ class ComputeLossOTA(BaseModule):
         lead_preds = list(preds[:nl])
         with_aux = len(preds) == 2 * nl
         grid_sizes = [tuple(p.shape[2:4]) for p in lead_preds]
-        anchors_grid = self.anchors_grid.to(preds[0].device)
+        anchors_grid = self.anchors_grid.to(preds[0].device, torch.float32)
 
         # lead head: gather the candidates' rows once, for the matching and
         # (the matched ones) for the loss
@@ -208,7 +212,7 @@ class ComputeLossOTA(BaseModule):
         box, obj, cls = self._level_terms(preds, head_cells, head_rows,
                                           torch.cat(dense_obj), targets,
                                           anchors_grid)
-        self._check_finite(box, obj, cls)
+        self._note_nonfinite(box, obj, cls)
         head_weight = box.new_tensor([1.0, self.aux_weight][:len(head_cells)])
         obj_weight = head_weight[:, None] * box.new_tensor(
             self.obj_level_weights)
@@ -363,14 +367,16 @@ class ComputeLossOTA(BaseModule):
         return targets
 
     @staticmethod
-    def _check_finite(box: Tensor, obj: Tensor, cls: Tensor) -> None:
-        """Raise a RuntimeError naming the first non-finite loss term, its
-        head and level (one host synchronisation)."""
+    def _note_nonfinite(box: Tensor, obj: Tensor, cls: Tensor) -> None:
+        """Report every non-finite loss term with its head and level (one
+        host synchronisation) to the optimizer wrapper, which skips the step
+        (:class:`NonFiniteStepGuard`)."""
         terms = torch.stack([box, obj, cls]).detach()  # (3, heads, nl)
-        finite = torch.isfinite(terms)
-        if not bool(finite.all()):
-            term, head, level = torch.nonzero(~finite)[0].tolist()
-            head_name = 'auxiliary head, ' if head else ''
-            raise RuntimeError(
-                f'non-finite loss term: {("box", "obj", "cls")[term]} '
-                f'({head_name}level {level}) = {terms[term, head, level]}')
+        bad = ~torch.isfinite(terms)
+        if bool(bad.any()):
+            note_nonfinite_loss_terms([
+                f'loss_{("box", "obj", "cls")[term]} '
+                f'({"auxiliary head, " if head else ""}level {level}) = '
+                f'{terms[term, head, level].item()}'
+                for term, head, level in torch.nonzero(bad).tolist()
+            ])

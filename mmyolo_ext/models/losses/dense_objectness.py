@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
+from ..float32_region import float32_region
 from ..task_modules.assigners.ota_core import GridCells, gather_level_cells
 
 
@@ -22,9 +23,16 @@ class _RowsAndObjectness(torch.autograd.Function):
     tensor per level, laid out like the prediction (a permuted view's
     gradient is then a plain view of the convolution output's), instead of
     one full-size tensor per use plus their sum and a transposing copy.
+
+    Mixed precision: both passes run with autocast off (as
+    ``torch.amp.custom_fwd`` / ``custom_bwd`` would arrange, for any device
+    type); half-precision objectness is cast to float32 before the softplus
+    and the sigmoid, the rows are gathered as they are (exact) and cast by
+    the caller, and the gradients are returned in the predictions' dtype.
     """
 
     @staticmethod
+    @float32_region()
     def forward(ctx: FunctionCtx, level_cells: List[Tuple[Tensor, ...]],
                 *preds: Tensor) -> Tuple[Tensor, Tensor]:
         ctx.level_cells = level_cells
@@ -39,6 +47,7 @@ class _RowsAndObjectness(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
+    @float32_region()
     def backward(ctx: FunctionCtx, grad_rows: Tensor,
                  grad_obj_mean: Tensor) -> Tuple[Optional[Tensor], ...]:
         grads = []

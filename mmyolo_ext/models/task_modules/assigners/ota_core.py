@@ -14,6 +14,9 @@ modes) and :class:`V7AuxAssigner`:
 * :class:`GridAssignerBase`: candidates + optional dynamic-k matching on the
   per-level raw predictions of an anchor-based YOLO head.
 
+The matching runs in float32 with autocast off (its sort keys are float32
+bit patterns), whatever the predictions' dtype.
+
 Everything is vectorised: no Python loop over images or ground truths (only
 over ground-truth chunks when the pairs exceed the memory budget), the same
 code on CPU and CUDA, and a fixed number of host synchronisations per call
@@ -32,6 +35,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
+
+from ...float32_region import float32_region
 
 # Default working memory of one chunk of the matching: small enough to stay
 # in the CPU caches, large enough to keep the per-chunk overhead low.
@@ -460,6 +465,7 @@ class GridAssignerBase:
                                self.anchor_t, self.neighbour_bias)
 
     @torch.no_grad()
+    @float32_region()
     def match(self,
               cands: GridCells,
               cand_rows: Tensor,
@@ -521,6 +527,7 @@ class GridAssignerBase:
         return cands.with_target(matched).index(keep), keep
 
     @torch.no_grad()
+    @float32_region()
     def assign_grid(self,
                     preds: Sequence[Tensor],
                     targets: Tensor,
