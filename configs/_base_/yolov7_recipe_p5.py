@@ -215,7 +215,9 @@ custom_hooks = [
         update_buffers=True,
         strict_load=False,
         priority=49),
-    dict(type='CurvePlotHook')
+    dict(type='CurvePlotHook'),
+    # names the images of a batch whose optimizer step is skipped
+    dict(type='BatchFilesHook')
 ]
 
 train_cfg = dict(

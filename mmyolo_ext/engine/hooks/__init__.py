@@ -1,5 +1,9 @@
+from .batch_files_hook import BatchFilesHook
 from .curve_plot_hook import CurvePlotHook
 from .optim_step_ema_hook import OptimStepEMAHook
 from .yolov7_param_scheduler_hook import YOLOv7ParamSchedulerHook
 
-__all__ = ['CurvePlotHook', 'OptimStepEMAHook', 'YOLOv7ParamSchedulerHook']
+__all__ = [
+    'BatchFilesHook', 'CurvePlotHook', 'OptimStepEMAHook',
+    'YOLOv7ParamSchedulerHook'
+]
