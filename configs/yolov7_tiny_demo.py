@@ -59,7 +59,7 @@ val_batch_size_per_gpu = 8
 lr0 = 0.001
 
 pre_transform = [
-    dict(type='LoadImageFromFile', backend_args=None),
+    dict(type='TolerantLoadImageFromFile', backend_args=None),
     dict(type='LoadAnnotations', with_bbox=True)
 ]
 train_pipeline = [

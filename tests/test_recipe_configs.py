@@ -104,7 +104,7 @@ def test_train_pipeline_matches_hyp(arch):
     assert flip.prob == hyp['fliplr']
     # order: load, mosaic, mixup, hsv, flip, pack
     assert [t.type for t in pipeline] == [
-        'LoadImageFromFile', 'LoadAnnotations', 'RandomChoice',
+        'TolerantLoadImageFromFile', 'LoadAnnotations', 'RandomChoice',
         'YOLOv5MixUp', 'YOLOv5HSVRandomAug', 'mmdet.RandomFlip',
         'mmdet.PackDetInputs'
     ]

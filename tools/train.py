@@ -32,6 +32,11 @@ def parse_args() -> argparse.Namespace:
         help='If specify checkpoint path, resume from it, while if not '
         'specify, try to auto resume from the latest checkpoint '
         'in the work directory.')
+    parser.add_argument(
+        '--check-data',
+        action='store_true',
+        help='first list every bad image and annotation of the datasets '
+        '(tools/check_data.py); stop with exit code 1 if any')
     add_common_args(parser)
     return parse(parser)
 
@@ -67,6 +72,15 @@ def main() -> None:
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
+
+    if args.check_data:
+        from mmyolo_ext.datasets.data_check import check_config, format_report
+        reports = check_config(cfg)
+        print(format_report(reports))
+        if any(r['bad_images'] or r['bad_annotations'] for r in reports):
+            raise SystemExit('--check-data: bad images or annotations '
+                             '(listed above); fix them or train without '
+                             '--check-data (bad images are then skipped)')
 
     runner = build_runner(cfg)
     runner.train()

@@ -52,8 +52,12 @@ val_ann_file = 'annotations/instances_val2017.json'
 val_data_prefix = 'val2017/'
 
 # ---- data ----------------------------------------------------------------
+# a missing or corrupt image is reported and another sample takes its place
+# (mmyolo_ext.datasets.TolerantLoadImageFromFile; BadImageReportHook counts)
 pre_transform = [
-    dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
+    dict(
+        type='TolerantLoadImageFromFile',
+        backend_args={{_base_.backend_args}}),
     dict(type='LoadAnnotations', with_bbox=True)
 ]
 # official random_perspective after the mosaic: no rotation, shear or
@@ -122,7 +126,11 @@ train_dataloader = dict(
 # official test.py: letterbox to the long side, rectangular batch shapes
 # padded by half a stride
 test_pipeline = [
-    dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
+    # a bad image becomes a grey one: every validation image keeps its place
+    dict(
+        type='TolerantLoadImageFromFile',
+        on_bad='blank',
+        backend_args={{_base_.backend_args}}),
     dict(type='YOLOv5KeepRatioResize', scale=input_size),
     dict(
         type='LetterResize',
@@ -217,7 +225,8 @@ custom_hooks = [
         priority=49),
     dict(type='CurvePlotHook'),
     # names the images of a batch whose optimizer step is skipped
-    dict(type='BatchFilesHook')
+    dict(type='BatchFilesHook'),
+    dict(type='BadImageReportHook')
 ]
 
 train_cfg = dict(

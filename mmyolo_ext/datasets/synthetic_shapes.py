@@ -24,6 +24,9 @@ Layout under ``root``::
     train/000000.jpg ...
     val/000000.jpg ...
     spec.json            # the arguments that made it
+
+:func:`export_yolo_layout` writes the same data in the official YOLO layout
+(``data.yaml``, ``images/``, ``labels/``).
 """
 import argparse
 import json
@@ -261,6 +264,79 @@ def generate_shapes_dataset(root: str,
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def export_yolo_layout(root: str, out: str) -> str:
+    """Write the shapes dataset under ``root`` (COCO json, as
+    :func:`generate_shapes_dataset` writes it) again in the official YOLO
+    layout under ``out``, unless ``out`` exists already::
+
+        out/data.yaml                  # train/val folders, nc, names
+        out/images/{train,val}/000000.jpg ...  (hard links or copies)
+        out/labels/{train,val}/000000.txt ...  rows "class cx cy w h"
+
+    The same boxes: each COCO box ``x y w h`` (pixels) becomes a row
+    normalized by the image's size, written with 10 significant digits.
+
+    Args:
+        root (str): The COCO-format shapes dataset.
+        out (str): Directory to create.
+
+    Returns:
+        str: The path of ``out/data.yaml``.
+    """
+    data_yaml = osp.join(out, 'data.yaml')
+    if osp.isdir(out):
+        if not osp.isfile(data_yaml):
+            raise FileNotFoundError(f'{out} exists but has no data.yaml')
+        return data_yaml
+    parent = osp.dirname(osp.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix='.tmp_shapes_yolo_', dir=parent)
+    try:
+        for split in SPLITS:
+            with open(osp.join(root, 'annotations',
+                               f'instances_{split}.json')) as f:
+                coco = json.load(f)
+            rows: Dict[int, List[str]] = {im['id']: [] for im in
+                                          coco['images']}
+            sizes = {im['id']: (im['width'], im['height'])
+                     for im in coco['images']}
+            for ann in coco['annotations']:
+                width, height = sizes[ann['image_id']]
+                x, y, w, h = ann['bbox']
+                values = ((x + w / 2) / width, (y + h / 2) / height,
+                          w / width, h / height)
+                rows[ann['image_id']].append(
+                    ' '.join([str(ann['category_id'] - 1)] +
+                             [f'{v:.10g}' for v in values]))
+            os.makedirs(osp.join(tmp, 'images', split))
+            os.makedirs(osp.join(tmp, 'labels', split))
+            for im in coco['images']:
+                src = osp.join(root, split, im['file_name'])
+                dst = osp.join(tmp, 'images', split, im['file_name'])
+                try:
+                    os.link(src, dst)
+                except OSError:  # another file system
+                    shutil.copyfile(src, dst)
+                stem = osp.splitext(im['file_name'])[0]
+                with open(osp.join(tmp, 'labels', split, stem + '.txt'),
+                          'w') as f:
+                    f.write(''.join(r + '\n' for r in rows[im['id']]))
+        with open(osp.join(tmp, 'data.yaml'), 'w') as f:
+            f.write('# the synthetic shapes data in the official YOLO layout\n'
+                    'train: images/train\nval: images/val\n'
+                    f'nc: {len(SHAPE_CLASSES)}\n'
+                    f'names: {json.dumps(list(SHAPE_CLASSES))}\n')
+        try:
+            os.rename(tmp, out)
+        except OSError:
+            if not osp.isdir(out):
+                raise
+    finally:
+        if osp.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return data_yaml
+
+
 def _check_spec(root: str, spec: Dict) -> None:
     path = osp.join(root, 'spec.json')
     if not osp.isfile(path):
@@ -282,12 +358,17 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument('--num-val', type=int, default=120)
     parser.add_argument('--img-size', type=int, default=320)
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument(
+        '--yolo-out',
+        help='also write the data in the official YOLO layout here')
     args = parser.parse_args(argv)
     start = time.perf_counter()
     wrote = generate_shapes_dataset(args.root, args.num_train, args.num_val,
                                     args.img_size, args.seed)
     state = 'written' if wrote else 'already present'
     print(f'{args.root}: {state} ({time.perf_counter() - start:.1f} s)')
+    if args.yolo_out:
+        print(f'YOLO layout: {export_yolo_layout(args.root, args.yolo_out)}')
 
 
 if __name__ == '__main__':

@@ -1,0 +1,243 @@
+"""Bad images (truncated JPEG, zero-byte file, missing file, non-image file)
+in a COCO-json dataset and in a YOLODataset: reported by path, skipped
+(training) or replaced by a grey image (validation), counted; and
+tools/check_data.py lists them with the bad annotations."""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+from mmyolo_ext.datasets import (BadImageLog, TolerantLoadImageFromFile,
+                                 YOLODataset)
+from mmyolo_ext.datasets.data_check import check_config
+from mmyolo_ext.engine import BadImageReportHook
+
+ROOT = Path(__file__).resolve().parents[1]
+W, H = 48, 32
+REASONS = {
+    'truncated.jpg': 'truncated JPEG',
+    'zero.jpg': 'empty file (0 bytes)',
+    'missing.jpg': 'missing file',
+    'text.jpg': 'not decodable as an image',
+}
+
+
+def jpeg_bytes(seed: int) -> bytes:
+    img = np.random.default_rng(seed).integers(0, 255, (H, W, 3), np.uint8)
+    ok, buf = cv2.imencode('.jpg', img)
+    assert ok
+    return buf.tobytes()
+
+
+def write_images(folder: Path, num_good: int = 4) -> list:
+    """``num_good`` good JPEGs and the four bad kinds (missing.jpg is not
+    written); returns every file name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [f'good{i}.jpg' for i in range(num_good)]
+    for i, name in enumerate(names):
+        (folder / name).write_bytes(jpeg_bytes(i))
+    whole = jpeg_bytes(99)
+    (folder / 'truncated.jpg').write_bytes(whole[:len(whole) // 2])
+    (folder / 'zero.jpg').write_bytes(b'')
+    (folder / 'text.jpg').write_text('this is a text file, not a JPEG\n')
+    return names + list(REASONS)
+
+
+def write_coco(tmp_path: Path, bad_box: bool = False) -> Path:
+    names = write_images(tmp_path / 'img')
+    images = [dict(id=i + 1, file_name=n, width=W, height=H)
+              for i, n in enumerate(names)]
+    anns = [dict(id=i + 1, image_id=i + 1, category_id=1,
+                 bbox=[4, 4, 20, 16], area=320, iscrowd=0)
+            for i in range(len(names))]
+    if bad_box:
+        anns.append(dict(id=99, image_id=1, category_id=1,
+                         bbox=[5, 5, 0.5, 10], area=5, iscrowd=0))
+    ann_file = tmp_path / 'ann.json'
+    ann_file.write_text(json.dumps(dict(
+        images=images, annotations=anns,
+        categories=[dict(id=1, name='thing')])))
+    return ann_file
+
+
+LOAD = [dict(type='mmyolo_ext.TolerantLoadImageFromFile'),
+        dict(type='mmdet.LoadAnnotations', with_bbox=True)]
+PACK = dict(type='mmdet.PackDetInputs',
+            meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape'))
+
+
+def coco_dataset(tmp_path: Path, pipeline, test_mode=False) -> dict:
+    return dict(
+        type='mmyolo.YOLOv5CocoDataset',
+        data_root=str(tmp_path),
+        ann_file='ann.json',
+        data_prefix=dict(img='img/'),
+        metainfo=dict(classes=('thing', )),
+        filter_cfg=dict(filter_empty_gt=False),
+        test_mode=test_mode,
+        pipeline=pipeline)
+
+
+def run_epoch(dataset_cfg, hook: BadImageReportHook, epoch: int):
+    """One epoch through a real dataloader with a worker process; the
+    hook's per-epoch count after it."""
+    loader = Runner.build_dataloader(dict(
+        batch_size=2, num_workers=1,
+        sampler=dict(type='DefaultSampler', shuffle=False),
+        collate_fn=dict(type='pseudo_collate'), dataset=dataset_cfg))
+    seen = []
+    for batch in loader:
+        seen += [s.img_path for s in batch['data_samples']]
+    runner = SimpleNamespace(epoch=epoch, logger=SimpleNamespace(
+        warning=hook_messages.append, info=hook_messages.append))
+    hook.after_train_epoch(runner)
+    return seen, runner
+
+
+hook_messages: list = []
+
+
+def test_coco_dataset_training_skips_and_counts(tmp_path):
+    write_coco(tmp_path)
+    bad = {str(tmp_path / 'img' / n): r for n, r in REASONS.items()}
+    hook = BadImageReportHook()
+    hook.before_run(None)  # a fresh record before the workers start
+    # mosaic draws 3 partners per sample through the tolerant loader too
+    pipeline = [*LOAD, dict(type='mmyolo.Mosaic', img_scale=(64, 64),
+                            pre_transform=LOAD), PACK]
+    for epoch in range(2):
+        seen, _ = run_epoch(coco_dataset(tmp_path, pipeline), hook, epoch)
+        assert len(seen) == 8  # every index gave a sample
+        assert not set(seen) & set(bad)  # others took the bad ones' place
+        count = hook.epoch_counts[-1]
+        # each bad index failed at least once; partners may fail too
+        assert count['images'] == 4 and count['loads'] >= 4
+    assert hook.bad_images.keys() == bad.keys()
+    for path, reason in hook.bad_images.items():
+        assert bad[path] in reason
+    assert any('train epoch 1: ' in m and str(tmp_path) in m
+               for m in hook_messages)
+
+
+def test_coco_dataset_validation_keeps_every_sample(tmp_path):
+    write_coco(tmp_path)
+    hook = BadImageReportHook()
+    hook.before_run(None)
+    pipeline = [dict(LOAD[0], on_bad='blank'), LOAD[1], PACK]
+    for epoch in range(2):
+        seen, _ = run_epoch(coco_dataset(tmp_path, pipeline, True), hook,
+                            epoch)
+        assert len(seen) == 8 == len(set(seen))  # each image exactly once
+        assert hook.epoch_counts[-1] == dict(
+            stage='train', epoch=epoch, loads=4, images=4)  # exact
+
+
+def test_yolo_dataset_bad_images(tmp_path):
+    root = tmp_path / 'ds'
+    names = write_images(root / 'images/train')
+    for name in names:
+        label = root / 'labels/train' / name.replace('.jpg', '.txt')
+        label.parent.mkdir(parents=True, exist_ok=True)
+        label.write_text('0 0.5 0.5 0.4 0.4\n')
+    # a list names the missing file too
+    (root / 'train.txt').write_text(
+        ''.join(f'./images/train/{n}\n' for n in names))
+    (root / 'data.yaml').write_text('train: train.txt\nnc: 1\n'
+                                    'names: [thing]\n')
+    dataset = YOLODataset(
+        data_yaml=str(root / 'data.yaml'), pipeline=[*LOAD, PACK])
+    # the scan finds the four at start, skips them, and says why
+    assert len(dataset) == 4
+    assert dataset.scan_summary['skipped_bad_image'] == 4
+    for name, reason in REASONS.items():
+        message, = [m for m in dataset.scan_bad_images
+                    if m.startswith(str(root / 'images/train' / name))]
+        assert reason.split(' (')[0] in message
+    # files that go bad after the scan: the loader skips them
+    good = root / 'images/train'
+    (good / 'good0.jpg').unlink()
+    (good / 'good1.jpg').write_bytes(jpeg_bytes(1)[:100])
+    hook = BadImageReportHook()
+    hook.before_run(None)
+    seen, _ = run_epoch(dataset, hook, 0)  # the dataset scanned before
+    assert len(seen) == 4 and set(seen) <= {str(good / 'good2.jpg'),
+                                            str(good / 'good3.jpg')}
+    assert set(hook.bad_images) == {str(good / 'good0.jpg'),
+                                    str(good / 'good1.jpg')}
+    assert hook.bad_images[str(good / 'good0.jpg')] == 'missing file'
+    assert 'truncated JPEG' in hook.bad_images[str(good / 'good1.jpg')]
+
+
+def test_each_bad_path_is_logged_once():
+    log = BadImageLog.start_new()
+    assert log.record('/x/a.jpg', 'missing file') is True
+    assert log.record('/x/a.jpg', 'missing file') is False
+    assert log.record('/x/b.jpg', 'missing file') is True
+    events, offset = log.read()
+    assert events == [('/x/a.jpg', 'missing file')] * 2 + [
+        ('/x/b.jpg', 'missing file')]
+    assert log.read(offset) == ([], offset)
+
+
+def test_blank_needs_the_recorded_size(tmp_path):
+    loader = TolerantLoadImageFromFile(on_bad='blank')
+    out = loader(dict(img_path=str(tmp_path / 'gone.jpg'), height=7,
+                      width=9))
+    assert out['img'].shape == (7, 9, 3) and (out['img'] == 114).all()
+    assert out['bad_image'] == 'missing file'
+    with pytest.raises(ValueError, match='gone.jpg: missing file'):
+        loader(dict(img_path=str(tmp_path / 'gone.jpg')))
+
+
+def test_check_data_lists_bad_images_and_annotations(tmp_path, capsys,
+                                                      monkeypatch):
+    write_coco(tmp_path, bad_box=True)
+    cfg = dict(train_dataloader=dict(dataset=coco_dataset(tmp_path, [])),
+               val_dataloader=dict(dataset=coco_dataset(tmp_path, [], True)))
+    reports = check_config(Config(cfg))
+    assert [r['name'] for r in reports] == [
+        'train_dataloader (YOLOv5CocoDataset)',
+        'val_dataloader (YOLOv5CocoDataset)'
+    ]
+    for report in reports:
+        assert report['images'] == 8
+        assert sorted(Path(m.split(': ')[0]).name
+                      for m in report['bad_images']) == sorted(REASONS)
+        for m in report['bad_images']:
+            assert REASONS[Path(m.split(': ')[0]).name] in m
+        box, = report['bad_annotations']
+        assert 'annotation id 99 (image good0.jpg)' in box
+        assert 'under 1 px' in box
+
+    cfg_file = tmp_path / 'cfg.py'
+    cfg_file.write_text(f'train_dataloader = {cfg["train_dataloader"]!r}\n')
+    spec = importlib.util.spec_from_file_location(
+        'check_data', ROOT / 'tools/check_data.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    monkeypatch.setattr(sys, 'argv', ['check_data.py', str(cfg_file)])
+    assert tool.main() == 1
+    out = capsys.readouterr().out
+    for name in REASONS:
+        assert f'bad image: {tmp_path / "img" / name}' in out
+    assert 'summary: 5 problems in 1 datasets' in out
+
+
+def test_recipes_load_images_tolerantly():
+    cfg = Config.fromfile(str(ROOT / 'configs/yolov7_tiny_demo.py'))
+    assert cfg.train_dataloader.dataset.pipeline[0].type == (
+        'TolerantLoadImageFromFile')
+    test_load = cfg.val_dataloader.dataset.pipeline[0]
+    assert (test_load.type, test_load.on_bad) == ('TolerantLoadImageFromFile',
+                                                  'blank')
+    assert any(h.type == 'BadImageReportHook' for h in cfg.custom_hooks)
+    p5 = Config.fromfile(str(ROOT / 'configs/yolov7_l_coco.py'))
+    mosaic = p5.train_dataloader.dataset.pipeline[2].transforms[0][0]
+    assert mosaic.pre_transform[0].type == 'TolerantLoadImageFromFile'
