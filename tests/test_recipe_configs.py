@@ -34,6 +34,8 @@ ANCHORS = {
            [(140, 301), (303, 264), (238, 542)],
            [(436, 615), (739, 380), (925, 792)]],
 }
+# test.py's default --batch-size (rectangular batches of this many images)
+OFFICIAL_TEST_BATCH_SIZE = 32
 # config name -> (hyp family, input size, strides, aux head)
 MODELS = {
     'tiny': ('tiny', 640, [8, 16, 32], False),
@@ -88,8 +90,10 @@ def test_train_pipeline_matches_hyp(arch):
     for affine in affines:
         assert affine.max_rotate_degree == 0 and affine.max_shear_degree == 0
         assert affine.max_translate_ratio == pytest.approx(hyp['translate'])
+        # official random_perspective: s = random.uniform(1 - scale,
+        # 1.1 + scale)
         assert affine.scaling_ratio_range == pytest.approx(
-            (1 - hyp['scale'], 1 + hyp['scale']))
+            (1 - hyp['scale'], 1.1 + hyp['scale']))
         assert tuple(affine.border) == (-size // 2, -size // 2)
 
     mixup, = of_type(pipeline, 'YOLOv5MixUp')
@@ -124,7 +128,10 @@ def test_evaluation_matches_official_test(arch):
     assert shapes.img_size == size
     assert shapes.size_divisor == max(strides)
     assert shapes.extra_pad_ratio == 0.5
-    assert shapes.batch_size == cfg.val_dataloader.batch_size
+    # official test.py: --batch-size 32, rect batches of that many images
+    assert cfg.val_dataloader.batch_size == OFFICIAL_TEST_BATCH_SIZE
+    assert shapes.batch_size == OFFICIAL_TEST_BATCH_SIZE
+    assert cfg.test_dataloader == cfg.val_dataloader
 
     test_cfg = cfg.model.test_cfg
     assert test_cfg.score_thr == 0.001

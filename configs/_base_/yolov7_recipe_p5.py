@@ -40,7 +40,9 @@ max_epochs = 300
 input_size = (640, 640)  # (width, height) of training and test inputs
 train_batch_size_per_gpu = 16  # accumulation makes up the nominal 64
 train_num_workers = 8
-val_batch_size_per_gpu = 1  # each image gets its own letterbox shape
+# official test.py --batch-size 32: rectangular batches of 32 images, each
+# batch padded to one shape (batch_shapes_cfg below uses the same value)
+val_batch_size_per_gpu = 32
 val_num_workers = 2
 persistent_workers = True
 
@@ -61,13 +63,14 @@ pre_transform = [
     dict(type='LoadAnnotations', with_bbox=True)
 ]
 # official random_perspective after the mosaic: no rotation, shear or
-# perspective; scale ~ U(1 - scale, 1 + scale), translate ~ U(.5 +- t) * size
+# perspective; scale ~ U(1 - scale, 1.1 + scale) (the official range),
+# translate ~ U(.5 +- t) * size
 random_affine = dict(
     type='YOLOv5RandomAffine',
     max_rotate_degree=0.0,
     max_shear_degree=0.0,
     max_translate_ratio=translate,
-    scaling_ratio_range=(1 - scale, 1 + scale),
+    scaling_ratio_range=(1 - scale, 1.1 + scale),
     border=(-input_size[0] // 2, -input_size[1] // 2),
     border_val=(114, 114, 114))
 mosaic4_pipeline = [

@@ -1,5 +1,5 @@
 """YOLOv7 detection head: official raw outputs, MMYOLO decoding and NMS."""
-from typing import List, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
@@ -26,7 +26,8 @@ class IDetectHead(YOLOv5Head):
     ``YOLOv5BBoxCoder`` give the official decoding ``xy = (2 sigmoid(t) - 0.5
     + grid) * stride``, ``wh = (2 sigmoid(t))^2 * anchor``, followed by
     (multi-label) NMS and undoing the letterbox. Only the lead maps are used
-    for prediction.
+    for prediction. Scores are objectness * class probability, or the
+    objectness alone for a one-class model, as in the official NMS.
 
     The loss is a separate module (``loss``, e.g. ``ComputeLossOTA``) built
     with ``num_classes``, ``anchors`` (per level ``[w, h]`` pixel pairs) and
@@ -137,7 +138,9 @@ class IDetectHead(YOLOv5Head):
         Returns:
             tuple[Tensor, Tensor]: ``(bs, N, 4)`` boxes ``(x1, y1, x2, y2)``
             in input pixels and ``(bs, N, 1 + nc)`` sigmoid objectness and
-            class scores.
+            class scores; a detection's score is objectness * class score.
+            With one class the class score is 1 (the official one-class
+            scoring by objectness alone, see :meth:`scoring_class_logits`).
         """
         raw_maps = raw_maps[:self.num_levels]
         cls_scores, bbox_preds, objectnesses = self.split_raw_maps(raw_maps)
@@ -162,9 +165,46 @@ class IDetectHead(YOLOv5Head):
                                        strides)
         scores = torch.cat([
             flatten(objectnesses, 1),
-            flatten(cls_scores, self.num_classes)
+            flatten(self.scoring_class_logits(cls_scores), self.num_classes)
         ], dim=-1).sigmoid()
         return boxes, scores
+
+    def scoring_class_logits(self,
+                             cls_scores: Sequence[Tensor]) -> List[Tensor]:
+        """The class logits whose sigmoid multiplies the objectness in a
+        detection score.
+
+        With several classes they are the class maps (score = objectness *
+        class probability). With one class they are ``+inf`` (sigmoid exactly
+        1): the official NMS scores a one-class model by its objectness alone
+        (``utils/general.py`` ``non_max_suppression``), since its class
+        channel gets no loss and stays untrained.
+        """
+        if self.num_classes > 1:
+            return list(cls_scores)
+        return [torch.full_like(cls, float('inf')) for cls in cls_scores]
+
+    def predict_by_feat(self,
+                        cls_scores: List[Tensor],
+                        bbox_preds: List[Tensor],
+                        objectnesses: Optional[List[Tensor]] = None,
+                        batch_img_metas: Optional[List[dict]] = None,
+                        cfg: OptConfigType = None,
+                        rescale: bool = True,
+                        with_nms: bool = True) -> List[InstanceData]:
+        """:meth:`YOLOv5Head.predict_by_feat` with the official scores: the
+        class maps go through :meth:`scoring_class_logits` (objectness
+        alone for a one-class model)."""
+        if objectnesses is not None:
+            cls_scores = self.scoring_class_logits(cls_scores)
+        return super().predict_by_feat(
+            cls_scores,
+            bbox_preds,
+            objectnesses,
+            batch_img_metas=batch_img_metas,
+            cfg=cfg,
+            rescale=rescale,
+            with_nms=with_nms)
 
     def predict(self,
                 x: Tuple[Tensor],

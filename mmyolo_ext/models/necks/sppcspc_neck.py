@@ -11,7 +11,7 @@ from torch import Tensor
 from mmyolo_ext.registry import MODELS
 from ..layers import (YOLOV7_ACT_CFG, YOLOV7_NORM_CFG, YOLOV7_TINY_ACT_CFG,
                       DownC, EELANBlock, ELANBlock, MPConvBlock, RepConv,
-                      SPPCSPCBlock)
+                      SPPCSPCBlock, reset_conv_parameters)
 
 
 @MODELS.register_module()
@@ -211,6 +211,16 @@ class SPPCSPCNeck(BaseModule):
                 for in_ch, out_ch in zip(tap_channels, self.aux_channels))
             # tells the weight converter these layers feed the aux head only
             self.aux_convs.official_aux_only = True
+        reset_conv_parameters(self)  # official init (see init_weights)
+
+    def init_weights(self) -> None:
+        """PyTorch's default conv init, as the official models (mmcv's
+        ``ConvModule`` would apply Kaiming); an ``init_cfg`` is applied
+        instead when given. A second call changes nothing (as mmengine's)."""
+        already_initialized = self.is_init
+        super().init_weights()
+        if self.init_cfg is None and not already_initialized:
+            reset_conv_parameters(self)
 
     @staticmethod
     def _build_downsample(kind: str, in_channels: int, out_channels: int,
