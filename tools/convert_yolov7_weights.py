@@ -139,8 +139,9 @@ def main() -> None:
         for key in report.missing_aux:
             print(f'    {key}')
     if report.anchors_match is False:
-        print(f'  WARNING: the checkpoint anchors {report.anchors_px} differ '
-              'from the config; set `anchors` in your config to them')
+        print(f'  note: the checkpoint anchors {report.anchors_px} differ '
+              'from the config; the converted checkpoint keeps them '
+              '(bbox_head.anchor_sizes, used on load)')
 
 
 if __name__ == '__main__':

@@ -383,10 +383,13 @@ def convert_official_state_dict(
     if implicit_folded:
         for key in [k for k in converted if k.endswith('.implicit')]:
             del converted[key]
+    anchor_keys = []  # the head's anchor buffer: filled below
     for key, tensor in ours.items():
         if key in converted:
             continue
-        if key.endswith('.implicit') and (implicit_folded
+        if key.endswith('.anchor_sizes'):
+            anchor_keys.append(key)
+        elif key.endswith('.implicit') and (implicit_folded
                                           or not report.has_implicit):
             fill = 0. if '.implicit_a.' in key else 1.
             converted[key] = torch.full(
@@ -407,4 +410,12 @@ def convert_official_state_dict(
                 report.anchors_match = bool(
                     anchors.shape == source_px.shape
                     and torch.allclose(anchors, source_px, atol=1e-3))
+    for key in anchor_keys:
+        # the checkpoint's anchors when they fit the head, else the config's
+        fits = (report.anchors_px is not None
+                and tuple(ours[key].shape) == tuple(
+                    torch.tensor(report.anchors_px).shape))
+        converted[key] = (
+            torch.tensor(report.anchors_px, dtype=torch.float32) if fits else
+            _model_anchors_px(model).reshape(ours[key].shape))
     return converted, report

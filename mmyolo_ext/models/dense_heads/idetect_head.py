@@ -90,6 +90,12 @@ class IDetectHead(YOLOv5Head):
         self.featmap_sizes = [torch.empty(1)] * self.num_levels
         self.anchors = [[[float(w), float(h)] for w, h in level]
                         for level in self.prior_generator.base_sizes]
+        # the anchors are model state: saved in checkpoints (autoanchor may
+        # have changed them) and pushed to the priors and the loss on load
+        self.register_buffer('anchor_sizes',
+                             torch.tensor(self.anchors, dtype=torch.float32))
+        self.register_load_state_dict_post_hook(
+            IDetectHead._anchors_loaded)
 
         self.loss_module = None
         if loss is not None:
@@ -99,6 +105,48 @@ class IDetectHead(YOLOv5Head):
                     num_classes=self.num_classes,
                     anchors=self.anchors,
                     strides=[int(s) for s in self.featmap_strides]))
+
+    def set_anchors(self, anchors: Union[Tensor, Sequence]) -> None:
+        """Use other anchors everywhere: ``anchor_sizes``, ``anchors``, the
+        prior generator (prediction, decoding) and the loss.
+
+        Args:
+            anchors (Tensor | Sequence): ``(levels, anchors per level, 2)``
+                ``[w, h]`` pairs in pixels, the shape of the current ones.
+        """
+        anchors = torch.as_tensor(anchors, dtype=torch.float32).detach()
+        if anchors.shape != self.anchor_sizes.shape:
+            raise ValueError(
+                f'anchors of shape {tuple(anchors.shape)} for a head with '
+                f'{tuple(self.anchor_sizes.shape)} (levels, anchors, w/h)')
+        if not torch.isfinite(anchors).all() or (anchors <= 0).any():
+            raise ValueError(f'anchors must be positive, got '
+                             f'{anchors.tolist()}')
+        # in place: an EMA copy or a checkpoint swap may hold this tensor
+        self.anchor_sizes.copy_(anchors.to(self.anchor_sizes.device))
+        self._apply_anchors(anchors.cpu())
+
+    def _apply_anchors(self, anchors: Tensor) -> None:
+        self.anchors = anchors.tolist()
+        generator = self.prior_generator
+        generator.base_sizes = [[(w, h) for w, h in level]
+                                for level in self.anchors]
+        generator.base_anchors = generator.gen_base_anchors()
+        self.featmap_sizes = [torch.empty(1)] * self.num_levels  # no cache
+        if self.loss_module is not None:
+            self.loss_module.set_anchors(anchors)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args,
+                              **kwargs) -> None:
+        # checkpoints from before anchors were saved keep the config's
+        state_dict.setdefault(prefix + 'anchor_sizes', self.anchor_sizes)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @staticmethod
+    def _anchors_loaded(module: 'IDetectHead', incompatible_keys) -> None:
+        anchors = module.anchor_sizes
+        if not anchors.is_meta and anchors.tolist() != module.anchors:
+            module._apply_anchors(anchors.detach().float().cpu())
 
     def forward(self, x: Sequence[Tensor]) -> List[Tensor]:
         """Raw per-level maps ``(bs, na * (5 + nc), ny, nx)``, lead first."""

@@ -144,6 +144,17 @@ class ComputeLossOTA(BaseModule):
         self.aux_weight = aux_weight
         self.aux_lead_topk = aux_lead_topk
 
+    def set_anchors(self, anchors: Sequence) -> None:
+        """Use other anchors (``(levels, na, 2)`` pixels, same shape)."""
+        anchors = torch.as_tensor(anchors, dtype=torch.float32)
+        if anchors.shape != self.anchors_grid.shape:
+            raise ValueError(
+                f'anchors of shape {tuple(anchors.shape)}, the loss has '
+                f'{tuple(self.anchors_grid.shape)} (levels, anchors, w/h)')
+        strides = torch.tensor(self.strides, dtype=torch.float32)
+        self.anchors_grid.copy_(
+            (anchors / strides.view(-1, 1, 1)).to(self.anchors_grid.device))
+
     @float32_region()
     def forward(self,
                 preds: Sequence[Tensor],

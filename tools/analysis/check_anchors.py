@@ -1,0 +1,66 @@
+"""Autoanchor on a config's training set, without training.
+
+    python tools/analysis/check_anchors.py CONFIG [--img-size N] \\
+        [--cfg-options ...]
+
+Prints what ``AutoAnchorHook`` would do before training: the best possible
+recall (BPR) of the model's anchors on the training labels, and, when it is
+below 0.98, the fitted anchors and their BPR. The config's AutoAnchorHook
+settings are used when it has one; --img-size defaults to its img_size, else
+to the config's ``img_scale``.
+"""
+import argparse
+import os.path as osp
+import sys
+
+from mmengine.config import Config, DictAction
+from mmengine.registry import init_default_scope
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
+    __file__)))))
+import mmyolo_ext  # noqa: E402,F401  (registers modules)
+from mmyolo_ext.engine.hooks.autoanchor_hook import AutoAnchorHook  # noqa
+from mmyolo_ext.registry import DATASETS, MODELS  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('config')
+    parser.add_argument('--img-size', type=int)
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    args = parser.parse_args(argv)
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    init_default_scope(cfg.get('default_scope', 'mmyolo'))
+    hook_cfg = next((dict(h) for h in cfg.get('custom_hooks', [])
+                     if h.get('type', '').endswith('AutoAnchorHook')), {})
+    hook_cfg.pop('type', None)
+    hook_cfg.pop('priority', None)
+    hook_cfg['enabled'] = True
+    img_size = args.img_size or hook_cfg.get('img_size') or cfg.get(
+        'img_scale') or cfg.get('input_size')
+    if img_size is None:
+        parser.error('no --img-size and the config has no AutoAnchorHook '
+                     'img_size, img_scale or input_size')
+    hook_cfg['img_size'] = img_size
+    hook = AutoAnchorHook(**hook_cfg)
+    head = MODELS.build(cfg.model).bbox_head
+    result = hook.check(DATASETS.build(cfg.train_dataloader.dataset), head)
+    print(f'{result.num_labels} labels at {hook.img_size} px')
+    print(f'anchors        {result.anchors_before}')
+    print(f'BPR            {result.bpr_before:.4f} '
+          f'({result.above_before:.2f} anchors/label past the ratio rule)')
+    if result.bpr_after is not None:
+        print(f'fitted BPR     {result.bpr_after:.4f}')
+    if result.replaced:
+        print('new anchors    ' +
+              str([[[round(v, 1) for v in a] for a in level]
+                   for level in result.anchors_after]))
+    elif result.note:
+        print(result.note)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
