@@ -1,0 +1,1 @@
+"""Analysis helpers (what the assigner does with a dataset's labels)."""
