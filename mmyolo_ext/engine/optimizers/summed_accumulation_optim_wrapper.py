@@ -127,8 +127,9 @@ class _AmpOptimWrapperWithCPU(AmpOptimWrapper):
             dtype = getattr(torch, dtype, dtype)
         if dtype not in (None, torch.bfloat16):
             raise ValueError(
-                f'AMP with dtype {dtype} needs CUDA; without it autocast '
-                'runs bfloat16 on the CPU (dtype=None or "bfloat16")')
+                f'AMP with dtype {dtype}: float16 needs CUDA; without it '
+                'autocast runs bfloat16 on the CPU (dtype=None or '
+                '"bfloat16")')
         OptimWrapper.__init__(self, **kwargs)
         self._scale_update_param = None
         self.loss_scaler = torch.amp.GradScaler('cpu', enabled=False)

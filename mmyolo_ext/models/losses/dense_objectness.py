@@ -11,9 +11,12 @@ from ..float32_region import float32_region
 from ..task_modules.assigners.ota_core import GridCells, gather_level_cells
 
 
+_HALF_TYPES = (torch.float16, torch.bfloat16)
+
+
 def _at_least_float32(x: Tensor) -> Tensor:
     """``x`` in float32 if it is a half type (mixed precision), else as is."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    return x.float() if x.dtype in _HALF_TYPES else x
 
 
 class _RowsAndObjectness(torch.autograd.Function):
@@ -26,9 +29,9 @@ class _RowsAndObjectness(torch.autograd.Function):
 
     Mixed precision: both passes run with autocast off (as
     ``torch.amp.custom_fwd`` / ``custom_bwd`` would arrange, for any device
-    type); half-precision objectness is cast to float32 before the softplus
-    and the sigmoid, the rows are gathered as they are (exact) and cast by
-    the caller, and the gradients are returned in the predictions' dtype.
+    type); half-precision rows and objectness are cast to float32 after
+    they are gathered (exact), and the gradients are summed in float32 and
+    returned in the predictions' dtype (one rounding).
     """
 
     @staticmethod
@@ -37,10 +40,11 @@ class _RowsAndObjectness(torch.autograd.Function):
                 *preds: Tensor) -> Tuple[Tensor, Tensor]:
         ctx.level_cells = level_cells
         ctx.save_for_backward(*preds)
-        rows = torch.cat([
-            gather_level_cells(pred, *where)
-            for pred, where in zip(preds, level_cells)
-        ])
+        rows = _at_least_float32(
+            torch.cat([
+                gather_level_cells(pred, *where)
+                for pred, where in zip(preds, level_cells)
+            ]))
         obj = [_at_least_float32(pred[..., 4]) for pred in preds]
         obj_mean = torch.stack([F.softplus(o).mean() for o in obj])
         return rows, obj_mean
@@ -54,12 +58,15 @@ class _RowsAndObjectness(torch.autograd.Function):
         start = 0
         for pred, where, grad_mean in zip(ctx.saved_tensors, ctx.level_cells,
                                           grad_obj_mean.unbind()):
-            # zeros_like keeps the prediction's strides
-            grad = torch.zeros_like(pred)
+            # zeros_like keeps the prediction's strides; half-precision
+            # gradients are summed in float32 and rounded once
+            grad = torch.zeros_like(
+                pred,
+                dtype=torch.float32 if pred.dtype in _HALF_TYPES else None)
             obj = pred[..., 4]
             # d mean(softplus(x)) / dx = sigmoid(x) / numel
             grad[..., 4] = torch.sigmoid(_at_least_float32(obj)).mul_(
-                grad_mean / obj.numel()).to(grad.dtype)
+                grad_mean / obj.numel())
             num_rows = where[0].numel()
             if num_rows:
                 grad.index_put_(where,
@@ -67,7 +74,7 @@ class _RowsAndObjectness(torch.autograd.Function):
                                     grad.dtype),
                                 accumulate=True)
             start += num_rows
-            grads.append(grad)
+            grads.append(grad.to(pred.dtype))
         return (None, *grads)
 
 
@@ -84,7 +91,7 @@ def rows_and_objectness(preds: Sequence[Tensor],
 
     Returns:
         tuple[Tensor, Tensor]: ``(k, 5 + nc)`` rows in the cells' order and
-        the ``(nl,)`` means (at least float32). Both are differentiable
+        the ``(nl,)`` means (both at least float32). Both are differentiable
         w.r.t. ``preds``; the gradient of a level is built in a single tensor
         with its prediction's strides.
     """
