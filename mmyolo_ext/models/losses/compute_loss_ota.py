@@ -35,7 +35,8 @@ class ComputeLossOTA(BaseModule):
       matched row of a cell wins) and 0 elsewhere, weighted by
       ``obj_level_weights[i]``;
     * class (only with ``num_classes > 1``): BCE-with-logits against the
-      one-hot class, averaged over ``rows * num_classes``.
+      one-hot class (smoothed by ``label_smoothing``), averaged over
+      ``rows * num_classes``.
 
     Given ``2 * nl`` prediction tensors (lead then auxiliary head), the
     auxiliary head is assigned by ``aux_assigner`` from the **lead**
@@ -85,6 +86,11 @@ class ComputeLossOTA(BaseModule):
         aux_weight (float): Weight of the auxiliary head's terms.
         aux_lead_topk (int): Dynamic-k top-k of the lead assignment when an
             auxiliary head is given.
+        label_smoothing (float): The official ``--label-smoothing`` eps:
+            class targets ``1 - eps / 2`` (the ground truth's class) and
+            ``eps / 2`` (the others) in the class loss; the assignment's
+            class cost keeps the one-hot targets, as the official one.
+            Defaults to 0.
         init_cfg (dict, optional): Initialisation config.
     """
 
@@ -102,8 +108,15 @@ class ComputeLossOTA(BaseModule):
                  aux_assigner: dict = dict(type='V7AuxAssigner'),
                  aux_weight: float = 0.25,
                  aux_lead_topk: int = 20,
+                 label_smoothing: float = 0.0,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
+        if not 0 <= label_smoothing <= 1:
+            raise ValueError('label_smoothing must be in [0, 1], got '
+                             f'{label_smoothing}')
+        # the official smooth_BCE: positive and negative class targets
+        self.cls_targets = (1.0 - 0.5 * label_smoothing,
+                            0.5 * label_smoothing)
         num_levels = len(strides)
         if len(anchors) != num_levels:
             raise ValueError(f'got {len(anchors)} anchor levels for '
@@ -308,13 +321,15 @@ class ComputeLossOTA(BaseModule):
             0, segment.index_select(0, last),
             rows[:, 4].index_select(0, last) * obj_target) / numel
 
-        # class: BCE against the one-hot class, mean over rows and classes
+        # class: BCE against the (smoothed) one-hot class, mean over rows
+        # and classes
         cls = zero
         if self.num_classes > 1:
-            one_hot = torch.zeros_like(rows[:, 5:])
-            one_hot.scatter_(1, matched[:, 1:2].long(), 1.0)
+            positive, negative = self.cls_targets
+            cls_target = torch.full_like(rows[:, 5:], negative)
+            cls_target.scatter_(1, matched[:, 1:2].long(), positive)
             cls_rows = F.binary_cross_entropy_with_logits(
-                rows[:, 5:], one_hot, reduction='none').sum(1)
+                rows[:, 5:], cls_target, reduction='none').sum(1)
             cls = zero.index_add(0, segment, cls_rows) / (
                 count.clamp(min=1) * self.num_classes)
         return (box.view(num_heads, nl), obj.view(num_heads, nl),
