@@ -9,8 +9,9 @@ Example::
 """
 import argparse
 
-from mmengine.config import Config
+from mmengine.config import Config, ConfigDict
 
+from mmyolo_ext.deploy import is_deploy_checkpoint
 from _cli import add_common_args, build_runner, load_config, parse
 
 
@@ -38,7 +39,14 @@ def parse_args() -> argparse.Namespace:
         '--deploy',
         action='store_true',
         help='re-parameterize the model after loading the checkpoint '
-        '(mmyolo_ext.deploy.reparameterize) and evaluate the fused model')
+        '(mmyolo_ext.deploy.reparameterize) and evaluate the fused model; a '
+        'deploy checkpoint (tools/reparameterize.py) needs no flag')
+    parser.add_argument(
+        '--tta',
+        action='store_true',
+        help="test-time augmentation: the config's tta_model around its "
+        'model (default: the official test.py --augment passes, '
+        'YOLOv7TTAModel) and its tta_pipeline (default: the test pipeline)')
     add_common_args(parser)
     return parse(parser)
 
@@ -62,6 +70,31 @@ def trigger_visualization_hook(cfg: Config,
     return cfg
 
 
+def use_tta_model(cfg: Config) -> Config:
+    """Wrap the model in ``cfg.tta_model`` and test with ``cfg.tta_pipeline``
+    (mmdet 3.3's ``--tta``); the official passes when the config has none.
+
+    EMA hooks leave the run: the checkpoint's state_dict already holds the
+    EMA weights, and an EMA copy of the wrapped model would not receive
+    them (its keys gain the wrapper's ``module.`` prefix).
+    """
+    from mmengine.hooks import EMAHook
+    from mmengine.registry import HOOKS, DefaultScope
+    tta_model = cfg.get('tta_model', dict(type='mmyolo_ext.YOLOv7TTAModel'))
+    cfg.model = ConfigDict(**tta_model, module=cfg.model)
+    dataset = cfg.test_dataloader.dataset
+    while 'dataset' in dataset:
+        dataset = dataset['dataset']
+    dataset.pipeline = cfg.get('tta_pipeline', dataset.pipeline)
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+        cfg.custom_hooks = [
+            hook for hook in cfg.get('custom_hooks', [])
+            if not (isinstance(hook['type'], str)
+                    and issubclass(HOOKS.get(hook['type']) or object, EMAHook))
+        ]
+    return cfg
+
+
 def main() -> None:
     args = parse_args()
 
@@ -71,10 +104,19 @@ def main() -> None:
     if args.show or args.show_dir:
         cfg = trigger_visualization_hook(cfg, args)
 
-    if args.deploy:
-        # runs before the test loop, after the checkpoint is loaded
+    if args.tta:
+        cfg = use_tta_model(cfg)
+
+    # a deploy checkpoint (tools/reparameterize.py) holds fused weights: the
+    # model is fused before the runner loads them; --deploy fuses the loaded
+    # training weights before the test loop
+    deploy_weights = (not args.checkpoint.endswith('.onnx')
+                      and is_deploy_checkpoint(args.checkpoint))
+    if args.deploy or deploy_weights:
         cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
-            dict(type='mmyolo_ext.ReparameterizeHook')
+            dict(
+                type='mmyolo_ext.ReparameterizeHook',
+                before_load=deploy_weights)
         ]
 
     runner = build_runner(cfg)

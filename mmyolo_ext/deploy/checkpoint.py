@@ -81,9 +81,12 @@ def _dataset_meta_from_config(cfg: Config) -> Optional[dict]:
         dataset = dataset['dataset']
     if dataset.get('metainfo'):
         return dict(dataset['metainfo'])
+    if not dataset:
+        return None
     from mmengine.registry import DATASETS
-    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
-        dataset_cls = DATASETS.get(dataset['type']) if dataset else None
+    with DATASETS.switch_scope_and_registry(
+            cfg.get('default_scope')) as registry:
+        dataset_cls = registry.get(dataset['type'])
     metainfo = getattr(dataset_cls, 'METAINFO', None)
     return copy.deepcopy(dict(metainfo)) if metainfo else None
 

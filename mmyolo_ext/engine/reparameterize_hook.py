@@ -19,9 +19,30 @@ class ReparameterizeHook(Hook):
     holds the EMA weights (EMAHook swaps them in when it saves), and its
     parameter swaps before and after testing cannot apply to the fused model,
     whose parameters differ in number and shape.
+
+    Args:
+        before_load (bool): Fuse in ``before_run``, before the runner loads
+            the checkpoint: for a deploy checkpoint (fused weights, written
+            by ``tools/reparameterize.py``), which only fits the fused
+            model. ``tools/test.py`` sets it when the checkpoint's meta says
+            deploy. Defaults to False (fuse the loaded training weights).
     """
 
+    def __init__(self, before_load: bool = False) -> None:
+        self.before_load = before_load
+        self._fused = False
+
+    def before_run(self, runner) -> None:
+        if self.before_load:
+            self._reparameterize(runner)
+
     def before_test(self, runner) -> None:
+        self._reparameterize(runner)
+
+    def _reparameterize(self, runner) -> None:
+        if self._fused:
+            return
+        self._fused = True
         from mmyolo_ext.deploy import reparameterize
         ema_hooks = [h for h in runner.hooks if isinstance(h, EMAHook)]
         if ema_hooks:
