@@ -178,6 +178,15 @@ val_evaluator = dict(
     metric='bbox')
 test_evaluator = val_evaluator
 
+# tools/test.py --tta: the official test.py --augment (input scales 1, 0.83,
+# 0.67, the 0.83 pass flipped left-right, all boxes merged before one NMS).
+# The passes are made from the letterboxed batch, as there, so the TTA
+# pipeline is the test pipeline: tools/test.py uses the test dataloader's own
+# pipeline when a config sets no tta_pipeline (one set here would not follow
+# a child config's test_pipeline).
+tta_model = dict(
+    type='YOLOv7TTAModel', scales=(1, 0.83, 0.67), flips=(False, True, False))
+
 # the official evaluation's conf 0.001, NMS IoU 0.65, multi-label and 300
 # detections per image are the model's test_cfg (models/ files)
 
