@@ -9,6 +9,8 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmyolo_ext  # noqa: F401  (registers modules, applies the compat fixes)
+from mmyolo_ext.engine.config_variables import \
+    load_config as load_config_with_variables
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -38,10 +40,11 @@ def parse(parser: argparse.ArgumentParser) -> argparse.Namespace:
 def load_config(args: argparse.Namespace) -> Config:
     """The config with the launcher, --cfg-options and the work dir (CLI >
     config > ./work_dirs/<config name>) applied."""
-    cfg = Config.fromfile(args.config)
+    # a plain --cfg-options name (img_scale=..., max_epochs=...) replaces
+    # the variable where the config files define it, so what they derive
+    # from it follows; dotted keys are merged as mmengine does
+    cfg = load_config_with_variables(args.config, args.cfg_options)
     cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:

@@ -1,0 +1,136 @@
+# yolov7 (L) on your own data in the official YOLO layout (data.yaml +
+# images/ + labels/*.txt). The only required edit is data_yaml (and, to
+# fine-tune, load_from), or give them on the command line:
+#
+#   python tools/train.py configs/yolov7_l_custom.py --cfg-options \
+#       data_yaml=path/to/data.yaml max_epochs=100 \
+#       train_batch_size_per_gpu=8 'img_scale=(640, 640)' \
+#       load_from=work_dirs/yolov7_training_mmyolo_ext.pth
+#
+# tools/train.py and tools/test.py substitute a plain --cfg-options name in
+# the config files that define it before they are evaluated
+# (mmyolo_ext/engine/config_variables.py), so the pipelines, batch shapes,
+# schedule and optimizer below follow data_yaml, img_scale, max_epochs and
+# train_batch_size_per_gpu. num_classes and the class names are read from
+# the data.yaml: they size the head, scale the class loss gain (nc / 80) and
+# name the classes of the metric.
+#
+# Recipe: the official hyp.scratch.custom.yaml, which is the P5 hyp
+# (yolov7_recipe_p5.py) with scale 0.5, mixup 0 and paste_in 0 (not
+# implemented here), OTA assignment; with the official train.py around it
+# (SGD, nominal batch 64, warm-up, one-cycle cosine, EMA), mosaic all epochs,
+# autoanchor before training, and validation as the official test.py
+# (rectangular letterbox batches of val_batch_size_per_gpu images).
+_base_ = ['./_base_/models/yolov7_l.py', './_base_/yolov7_recipe_p5.py']
+
+from mmyolo_ext.datasets.yolo_dataset import read_data_yaml  # noqa: E402
+
+data_yaml = 'data/custom/data.yaml'
+img_scale = (640, 640)  # (width, height) of training and test inputs
+max_epochs = 300
+train_batch_size_per_gpu = 16
+val_batch_size_per_gpu = 32  # official test.py --batch 32
+train_num_workers = 8
+val_num_workers = 2
+auto_anchor = True  # False: the official --noautoanchor
+load_from = None  # e.g. a converted official checkpoint, to fine-tune
+
+# ---- from the data.yaml ---------------------------------------------------
+# (the datasets take the class names from it themselves)
+class_names = tuple(read_data_yaml(data_yaml)['names'])
+num_classes = len(class_names)
+
+# ---- hyp.scratch.custom (differences from hyp.scratch.p5) -----------------
+scale = 0.5
+mixup = 0.0
+
+# ---- everything below is derived from the values above -------------------
+input_size = img_scale
+pre_transform = _base_.pre_transform
+random_affine = dict(
+    type='YOLOv5RandomAffine',
+    max_rotate_degree=0.0,
+    max_shear_degree=0.0,
+    max_translate_ratio=_base_.translate,
+    # the official random_perspective: s ~ U(1 - scale, 1.1 + scale)
+    scaling_ratio_range=(1 - scale, 1.1 + scale),
+    border=(-img_scale[0] // 2, -img_scale[1] // 2),
+    border_val=(114, 114, 114))
+mosaic_pipeline = dict(
+    type='RandomChoice',
+    transforms=[[
+        dict(
+            type=mosaic_type,
+            img_scale=img_scale,
+            pad_val=114.0,
+            pre_transform=pre_transform), random_affine
+    ] for mosaic_type in ('Mosaic', 'Mosaic9')],
+    prob=_base_.mosaic_probs)
+train_pipeline = [
+    *pre_transform,
+    mosaic_pipeline,
+    # mixup 0: no YOLOv5MixUp
+    *_base_.train_pipeline[-3:],  # HSV, flip, pack: as the P5 recipe
+]
+train_dataloader = dict(
+    batch_size=train_batch_size_per_gpu,
+    num_workers=train_num_workers,
+    dataset=dict(
+        _delete_=True,
+        type='YOLODataset',
+        data_yaml=data_yaml,
+        split='train',
+        pipeline=train_pipeline))
+
+test_pipeline = [
+    *_base_.test_pipeline[:1],
+    dict(type='YOLOv5KeepRatioResize', scale=img_scale),
+    dict(
+        type='LetterResize',
+        scale=img_scale,
+        allow_scale_up=False,
+        pad_val=dict(img=114)),
+    dict(type='LoadAnnotations', with_bbox=True, _scope_='mmdet'),
+    dict(
+        type='mmdet.PackDetInputs',
+        # 'instances': the metric's ground truths (no COCO json)
+        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                   'scale_factor', 'pad_param', 'instances'))
+]
+val_dataloader = dict(
+    batch_size=val_batch_size_per_gpu,
+    num_workers=val_num_workers,
+    dataset=dict(
+        _delete_=True,
+        type='YOLODataset',
+        data_yaml=data_yaml,
+        split='val',
+        test_mode=True,
+        pipeline=test_pipeline,
+        batch_shapes_cfg=dict(
+            type='BatchShapePolicy',
+            batch_size=val_batch_size_per_gpu,
+            img_size=img_scale[0],
+            size_divisor=32,
+            extra_pad_ratio=0.5)))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=None)
+test_evaluator = val_evaluator
+
+model = dict(
+    bbox_head=dict(
+        head_module=dict(num_classes=num_classes),
+        loss=dict(nominal_img_size=img_scale[0])))
+
+optim_wrapper = dict(
+    optimizer=dict(batch_size_per_gpu=train_batch_size_per_gpu))
+default_hooks = dict(
+    param_scheduler=dict(max_epochs=max_epochs),
+    checkpoint=dict(save_best='coco/bbox_mAP'))
+custom_hooks = [
+    *_base_.custom_hooks,
+    dict(type='AutoAnchorHook', img_size=img_scale, enabled=auto_anchor),
+]
+train_cfg = dict(
+    max_epochs=max_epochs,
+    dynamic_intervals=[(max(max_epochs - 30, 1), 1)])

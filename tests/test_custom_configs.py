@@ -1,0 +1,117 @@
+"""The custom-data configs: num_classes from the data.yaml (1 and 3
+classes), --cfg-options variables recomputing what the configs derive from
+them, and a 2-iteration training run + evaluation through tools/train.py on
+a tiny YOLO-layout dataset."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mmyolo_ext.datasets import export_yolo_layout, generate_shapes_dataset
+from mmyolo_ext.engine.config_variables import load_config
+from mmyolo_ext.registry import MODELS
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = {
+    'tiny': ROOT / 'configs' / 'yolov7_tiny_custom.py',
+    'l': ROOT / 'configs' / 'yolov7_l_custom.py'
+}
+
+
+@pytest.fixture(scope='module')
+def yolo_data(tmp_path_factory):
+    """The shapes data (3 classes, 4 + 2 images of 128 px) in the YOLO
+    layout, and a 1-class data.yaml over the same images."""
+    base = tmp_path_factory.mktemp('custom')
+    generate_shapes_dataset(str(base / 'shapes'), num_train=4, num_val=2,
+                            img_size=128, seed=5)
+    three = export_yolo_layout(str(base / 'shapes'), str(base / 'yolo'))
+    one = base / 'yolo' / 'one_class.yaml'
+    one.write_text('train: images/train\nval: images/val\nnc: 1\n'
+                   "names: ['thing']\n")
+    return dict(three=three, one=str(one))
+
+
+def mosaics(pipeline):
+    choice = next(t for t in pipeline if t['type'] == 'RandomChoice')
+    return choice['transforms']
+
+
+@pytest.mark.parametrize('arch', ['tiny', 'l'])
+def test_variables_reach_everything_derived(arch, yolo_data):
+    cfg = load_config(
+        str(CONFIGS[arch]),
+        dict(data_yaml=yolo_data['three'], max_epochs=7,
+             train_batch_size_per_gpu=3, img_scale=(192, 160)))
+    assert cfg.num_classes == 3
+    assert cfg.model.bbox_head.head_module.num_classes == 3
+    for mosaic, affine in mosaics(cfg.train_dataloader.dataset.pipeline):
+        assert mosaic['img_scale'] == (192, 160)
+        assert affine['border'] == (-96, -80)
+        assert affine['scaling_ratio_range'] == (0.5, 1.6)  # custom hyp
+    assert not any(t['type'] == 'YOLOv5MixUp'
+                   for t in cfg.train_dataloader.dataset.pipeline)
+    for loader in (cfg.train_dataloader, cfg.val_dataloader):
+        assert loader.dataset.type == 'YOLODataset'
+        assert loader.dataset.data_yaml == yolo_data['three']
+    test = {t['type']: t for t in cfg.val_dataloader.dataset.pipeline}
+    assert test['LetterResize']['scale'] == (192, 160)
+    assert test['YOLOv5KeepRatioResize']['scale'] == (192, 160)
+    assert cfg.val_dataloader.dataset.batch_shapes_cfg.img_size == 192
+    assert cfg.val_dataloader.dataset.batch_shapes_cfg.batch_size == 32
+    assert cfg.val_evaluator.ann_file is None
+    assert cfg.train_dataloader.batch_size == 3
+    assert cfg.optim_wrapper.optimizer.batch_size_per_gpu == 3
+    assert cfg.default_hooks.param_scheduler.max_epochs == 7
+    assert cfg.train_cfg.max_epochs == 7
+    assert cfg.model.bbox_head.loss.nominal_img_size == 192
+    hooks = {h['type']: h for h in cfg.custom_hooks}
+    assert hooks['AutoAnchorHook']['img_size'] == (192, 160)
+    assert hooks['AutoAnchorHook']['enabled'] is True
+    # the plain mmengine merge leaves the derived values at the defaults
+    plain = load_config(str(CONFIGS[arch]),
+                        {'train_dataloader.batch_size': 5,
+                         'data_yaml': yolo_data['three']})
+    assert plain.train_dataloader.batch_size == 5
+    assert plain.optim_wrapper.optimizer.batch_size_per_gpu == 16
+
+
+@pytest.mark.parametrize('classes', [('one', 1), ('three', 3)])
+def test_one_value_drives_head_and_loss(classes, yolo_data):
+    name, nc = classes
+    cfg = load_config(str(CONFIGS['tiny']),
+                      dict(data_yaml=yolo_data[name]))
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmyolo')
+    model = MODELS.build(cfg.model)
+    head = model.bbox_head
+    assert head.num_classes == nc and head.loss_module.num_classes == nc
+    assert head.head_module.lead_convs[0].out_channels == 3 * (5 + nc)
+    # hyp.scratch.custom cls 0.3, scaled by nc / 80 * 3 / nl (official)
+    assert head.loss_module.cls_gain == pytest.approx(0.3 * nc / 80)
+    assert head.loss_module.box_gain == pytest.approx(0.05)
+
+
+def test_missing_data_yaml_is_named():
+    with pytest.raises(FileNotFoundError, match='nowhere/data.yaml'):
+        load_config(str(CONFIGS['tiny']), dict(data_yaml='nowhere/data.yaml'))
+
+
+def test_two_training_iterations_and_evaluation(yolo_data, tmp_path):
+    work = tmp_path / 'work'
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(ROOT))
+    out = subprocess.run([
+        sys.executable, str(ROOT / 'tools' / 'train.py'),
+        str(CONFIGS['tiny']), '--work-dir', str(work), '--cfg-options',
+        f'data_yaml={yolo_data["three"]}', 'max_epochs=1',
+        'train_batch_size_per_gpu=2', 'img_scale=(128,128)',
+        'train_num_workers=0', 'val_num_workers=0', 'persistent_workers=False'
+    ], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-4000:]
+    assert 'Epoch(train) [1][2/2]' in log
+    assert 'autoanchor:' in log and 'best possible recall' in log
+    assert 'coco/bbox_mAP' in log
+    assert (work / 'epoch_1.pth').exists()
