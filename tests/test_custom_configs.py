@@ -115,3 +115,18 @@ def test_two_training_iterations_and_evaluation(yolo_data, tmp_path):
     assert 'autoanchor:' in log and 'best possible recall' in log
     assert 'coco/bbox_mAP' in log
     assert (work / 'epoch_1.pth').exists()
+
+
+def test_variable_of_a_base_file_is_recomputed_there():
+    """input_size lives in the recipe base of the COCO config: substituted
+    there, the base's pipelines follow it; a non-literal value is refused."""
+    cfg = load_config(str(ROOT / 'configs' / 'yolov7_tiny_coco.py'),
+                      dict(input_size=(320, 256)))
+    for mosaic, affine in mosaics(cfg.train_dataloader.dataset.pipeline):
+        assert mosaic['img_scale'] == (320, 256)
+        assert affine['border'] == (-160, -128)
+    test = {t['type']: t for t in cfg.test_dataloader.dataset.pipeline}
+    assert test['LetterResize']['scale'] == (320, 256)
+    with pytest.raises(ValueError, match='input_size=.*literal'):
+        load_config(str(ROOT / 'configs' / 'yolov7_tiny_coco.py'),
+                    dict(input_size=object()))

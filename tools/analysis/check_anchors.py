@@ -13,12 +13,13 @@ import argparse
 import os.path as osp
 import sys
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.registry import init_default_scope
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
 import mmyolo_ext  # noqa: E402,F401  (registers modules)
+from mmyolo_ext.engine.config_variables import load_config  # noqa: E402
 from mmyolo_ext.engine.hooks.autoanchor_hook import AutoAnchorHook  # noqa
 from mmyolo_ext.registry import DATASETS, MODELS  # noqa: E402
 
@@ -29,9 +30,7 @@ def main(argv=None) -> int:
     parser.add_argument('--img-size', type=int)
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = parser.parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmyolo'))
     hook_cfg = next((dict(h) for h in cfg.get('custom_hooks', [])
                      if h.get('type', '').endswith('AutoAnchorHook')), {})

@@ -29,6 +29,7 @@ from mmengine.runner import Runner, load_checkpoint
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 import mmyolo_ext  # noqa: E402,F401  (registers modules)
+from mmyolo_ext.engine.config_variables import load_config  # noqa: E402
 from mmyolo_ext.analysis import assignment_view as view  # noqa: E402
 from mmyolo_ext.registry import MODELS  # noqa: E402
 
@@ -59,9 +60,7 @@ def build_loader(cfg: Config):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmyolo'))
     model = MODELS.build(cfg.model)
     if args.checkpoint:
