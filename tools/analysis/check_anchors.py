@@ -7,7 +7,7 @@ Prints what ``AutoAnchorHook`` would do before training: the best possible
 recall (BPR) of the model's anchors on the training labels, and, when it is
 below 0.98, the fitted anchors and their BPR. The config's AutoAnchorHook
 settings are used when it has one; --img-size defaults to its img_size, else
-to the config's ``img_scale``.
+to the config's ``input_size`` (or ``img_scale``).
 """
 import argparse
 import os.path as osp
@@ -37,11 +37,13 @@ def main(argv=None) -> int:
     hook_cfg.pop('type', None)
     hook_cfg.pop('priority', None)
     hook_cfg['enabled'] = True
+    # the recipes' training size is input_size (img_scale: the model's
+    # nominal size)
     img_size = args.img_size or hook_cfg.get('img_size') or cfg.get(
-        'img_scale') or cfg.get('input_size')
+        'input_size') or cfg.get('img_scale')
     if img_size is None:
         parser.error('no --img-size and the config has no AutoAnchorHook '
-                     'img_size, img_scale or input_size')
+                     'img_size, input_size or img_scale')
     hook_cfg['img_size'] = img_size
     hook = AutoAnchorHook(**hook_cfg)
     head = MODELS.build(cfg.model).bbox_head
