@@ -1,15 +1,24 @@
 """Convolutions of the YOLOv7 detection head (IDetect / IAuxDetect)."""
 import math
+import re
 from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
 from mmdet.utils import OptMultiConfig
+from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmyolo.models.layers import ImplicitA, ImplicitM
 from torch import Tensor
 
 from mmyolo_ext.registry import MODELS
+from .class_count_adaptation import (NUM_CLASS_FREE_CHANNELS,
+                                     adapt_class_channels)
+
+# our tensors with 5 + num_classes channels per anchor
+_PER_ANCHOR_KEY = re.compile(
+    r'^(?:(?:lead_convs|aux_convs)\.\d+\.(?:weight|bias)|'
+    r'implicit_m\.\d+\.implicit)$')
 
 
 @MODELS.register_module()
@@ -22,6 +31,13 @@ class IDetectHeadModule(BaseModule):
     weights map one to one. The auxiliary head (P6 training) is one plain 1x1
     conv per level on the auxiliary features; its parameters are independent
     of the lead head's.
+
+    A checkpoint trained for another number of classes (e.g. a converted
+    official 80-class one, through ``load_from``) loads as well: in the
+    prediction convs and ImplicitM, the box and objectness channels of every
+    anchor are loaded and the class channels keep this module's
+    initialization (with the official class-bias prior); the adapted tensors
+    are logged. See :func:`adapt_class_channels`.
 
     Args:
         num_classes (int): Number of classes.
@@ -94,7 +110,7 @@ class IDetectHeadModule(BaseModule):
         if already_initialized:  # the priors are added once
             return
         obj_priors = [math.log(8 / (640 / s)**2) for s in self.featmap_strides]
-        cls_prior = math.log(0.6 / (self.num_classes - 0.99))
+        cls_prior = self.class_bias_prior
         conv_lists = [self.lead_convs]
         if self.aux_convs is not None:
             conv_lists.append(self.aux_convs)
@@ -104,6 +120,50 @@ class IDetectHeadModule(BaseModule):
                     bias = conv.bias.view(self.num_base_priors, -1)
                     bias[:, 4] += obj_prior
                     bias[:, 5:] += cls_prior
+
+    @property
+    def class_bias_prior(self) -> float:
+        """The official class-bias prior: a probability of 0.6 / nc."""
+        return math.log(0.6 / (self.num_classes - 0.99))
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args,
+                              **kwargs) -> None:
+        self._adapt_class_count(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _adapt_class_count(self, state_dict: dict, prefix: str) -> None:
+        """Replace, in ``state_dict``, prediction tensors made for another
+        number of classes by ours with their box and objectness channels
+        (mmengine's ``load_checkpoint`` and ``load_state_dict`` both pass
+        here before loading the children)."""
+        adapted, source_classes = [], set()
+        for key, ours in self.state_dict(keep_vars=True).items():
+            source = state_dict.get(prefix + key)
+            if (source is None or source.shape == ours.shape or ours.is_meta
+                    or not _PER_ANCHOR_KEY.match(key)):
+                continue
+            channel_dim = 1 if key.endswith('implicit') else 0
+            new = adapt_class_channels(source, ours, self.num_base_priors,
+                                       channel_dim)
+            if new is None:  # not this layout: the usual size error
+                continue
+            if key.endswith('bias') and not self.is_init:
+                # not initialized yet: the class prior init_weights would add
+                new.view(self.num_base_priors,
+                         -1)[:, NUM_CLASS_FREE_CHANNELS:] += \
+                    self.class_bias_prior
+            state_dict[prefix + key] = new
+            adapted.append(f'{prefix}{key} {tuple(source.shape)} -> '
+                           f'{tuple(new.shape)}')
+            source_classes.add(
+                source.shape[channel_dim] // self.num_base_priors -
+                NUM_CLASS_FREE_CHANNELS)
+        if adapted:
+            print_log(
+                f'loading prediction layers made for {sorted(source_classes)}'
+                f' classes into {self.num_classes}: box and objectness '
+                'channels of every anchor loaded, class channels '
+                're-initialized, in ' + ', '.join(adapted), 'current')
 
     def forward(self, feats: Sequence[Tensor]) -> List[Tensor]:
         """Raw prediction maps.

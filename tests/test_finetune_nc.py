@@ -1,0 +1,204 @@
+"""Fine-tuning from a checkpoint of another class count (issue 10, item 3):
+a converted official 80-class checkpoint loads into 3- and 1-class models,
+the box and objectness channels of every anchor kept, the class channels
+re-initialized with the official prior; frozen backbone stages.
+
+The 80-class checkpoint is a fake official yolov7-tiny training state dict
+(random values, the official keys and shapes) put through the converter, as
+users do with ``tools/convert_yolov7_weights.py``.
+"""
+import copy
+import logging
+import math
+import re
+
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.hooks import Hook
+from mmengine.logging import MMLogger
+from mmengine.runner import Runner, load_checkpoint
+from test_models_reference import (build_model, load_manifest,
+                                   random_official_state_dict)
+from tiny_demo import tiny_demo_cfg
+
+from mmyolo_ext.models.dense_heads import IDetectHeadModule
+
+NUM_ANCHORS = 3
+SOURCE_CLASSES = 80
+# per-anchor tensors of the detect layer: key pattern -> channel dimension
+PER_ANCHOR = {
+    re.compile(r'head_module\.(lead|aux)_convs\.\d+\.(weight|bias)$'): 0,
+    re.compile(r'head_module\.implicit_m\.\d+\.implicit$'): 1,
+}
+
+
+def channel_dim(key: str):
+    for pattern, dim in PER_ANCHOR.items():
+        if pattern.search(key):
+            return dim
+    return None
+
+
+def per_anchor(tensor: torch.Tensor, dim: int) -> torch.Tensor:
+    """(anchor, 5 + nc, ...) view of a per-anchor tensor."""
+    t = tensor.movedim(dim, 0)
+    return t.reshape(NUM_ANCHORS, -1, *t.shape[1:])
+
+
+@pytest.fixture(scope='module')
+def converted_checkpoint(tmp_path_factory):
+    from test_convert_yolov7_weights import tool
+    official = random_official_state_dict(load_manifest('tiny', 'training'))
+    state_dict, arch, _ = tool.detect_and_convert(official)
+    assert arch == 'tiny'
+    path = tmp_path_factory.mktemp('ckpt') / 'yolov7_tiny_80.pth'
+    torch.save(dict(state_dict=state_dict, meta=dict(num_classes=80)), path)
+    return path, state_dict
+
+
+class LogRecords(logging.Handler):
+
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def class_bias_bound(conv: nn.Conv2d) -> float:
+    """PyTorch's default bias init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    return 1 / math.sqrt(conv.in_channels * math.prod(conv.kernel_size))
+
+
+def check_loaded(source: dict, fresh: dict, loaded: dict, num_classes: int):
+    """Per-anchor tensors: box/obj channels = source, class channels =
+    fresh; every other tensor = source. Returns the adapted keys."""
+    adapted = []
+    for key, value in loaded.items():
+        dim = channel_dim(key)
+        if dim is None:
+            assert torch.equal(value, source[key].to(value.dtype)), key
+            continue
+        adapted.append(key)
+        got = per_anchor(value, dim)
+        assert got.shape[1] == 5 + num_classes
+        assert torch.equal(got[:, :5], per_anchor(source[key], dim)[:, :5])
+        assert torch.equal(got[:, 5:], per_anchor(fresh[key], dim)[:, 5:])
+    return adapted
+
+
+@pytest.mark.parametrize('num_classes', [3, 1])
+def test_80_class_checkpoint_loads_into_other_class_counts(
+        converted_checkpoint, num_classes):
+    path, source = converted_checkpoint
+    torch.manual_seed(0)
+    model = build_model('tiny', num_classes=num_classes)
+    model.init_weights()  # the runner initializes, then loads load_from
+    fresh = copy.deepcopy(model.state_dict())
+    records = LogRecords()
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(records)
+    try:
+        # what the runner's load_from does (strict=False)
+        load_checkpoint(model, str(path), map_location='cpu', strict=False)
+    finally:
+        logger.removeHandler(records)
+    loaded = model.state_dict()
+    assert loaded.keys() == source.keys()
+    adapted = check_loaded(source, fresh, loaded, num_classes)
+    assert len(adapted) == 9  # 3 levels: conv weight, conv bias, ImplicitM
+
+    # the fresh class channels carry the official prior on the bias
+    prior = math.log(0.6 / (num_classes - 0.99))
+    for conv in model.bbox_head.head_module.lead_convs:
+        cls_bias = conv.bias.detach().view(NUM_ANCHORS, -1)[:, 5:]
+        assert ((cls_bias - prior).abs() <= class_bias_bound(conv)).all()
+
+    # the log names every adapted tensor, and nothing went unloaded
+    log = '\n'.join(records.messages)
+    for key in adapted:
+        assert key in log
+    assert 'size mismatch' not in log and 'missing keys' not in log
+
+
+def test_uninitialized_head_gets_the_class_prior_and_aux_convs_adapt():
+    """A head loaded before init_weights (e.g. a model loaded by a script)
+    gets the class prior too; the auxiliary convs are adapted as the lead
+    ones; strict torch loading works."""
+    kwargs = dict(in_channels=[8, 16], aux_in_channels=[8, 16],
+                  featmap_strides=(8, 16))
+    source = IDetectHeadModule(num_classes=SOURCE_CLASSES, **kwargs)
+    source.init_weights()
+    source = source.state_dict()
+    head = IDetectHeadModule(num_classes=2, **kwargs)
+    fresh = copy.deepcopy(head.state_dict())
+    head.load_state_dict(source, strict=True)
+    loaded = head.state_dict()
+    prior = math.log(0.6 / (2 - 0.99))
+    for key, value in loaded.items():
+        full = 'head_module.' + key
+        dim = channel_dim(full)
+        if dim is None:
+            assert torch.equal(value, source[key])
+            continue
+        got = per_anchor(value, dim)
+        assert torch.equal(got[:, :5], per_anchor(source[key], dim)[:, :5])
+        expected = per_anchor(fresh[key], dim)[:, 5:]
+        if key.endswith('bias'):
+            expected = expected + prior
+        torch.testing.assert_close(got[:, 5:], expected, rtol=0, atol=1e-6)
+    assert any(k.startswith('aux_convs') for k in loaded)
+
+
+def test_other_mismatches_are_still_reported():
+    """Only the per-anchor layout is adapted: another input width is the
+    usual size error."""
+    source = IDetectHeadModule(num_classes=SOURCE_CLASSES, in_channels=[8],
+                               featmap_strides=(8, ))
+    head = IDetectHeadModule(num_classes=2, in_channels=[16],
+                             featmap_strides=(8, ))
+    with pytest.raises(RuntimeError, match='size mismatch'):
+        head.load_state_dict(source.state_dict(), strict=True)
+
+
+class TrainingStarted(Exception):
+    pass
+
+
+class RecordLoadedStateHook(Hook):
+    """Records the model and EMA states when training starts (after
+    load_from), then stops the run."""
+
+    def before_train(self, runner) -> None:
+        model = runner.model.module if hasattr(runner.model,
+                                               'module') else runner.model
+        self.model_state = copy.deepcopy(model.state_dict())
+        ema, = [h for h in runner.hooks if hasattr(h, 'ema_model')]
+        self.ema_state = copy.deepcopy(ema.ema_model.module.state_dict())
+        raise TrainingStarted
+
+
+def test_load_from_in_a_config(converted_checkpoint, tmp_path):
+    """The normal path: ``load_from`` in the (3-class) demo config."""
+    path, source = converted_checkpoint
+    cfg = tiny_demo_cfg(tmp_path, images=2, batch=2, img_size=64)
+    cfg.load_from = str(path)
+    runner = Runner.from_cfg(cfg)
+    hook = RecordLoadedStateHook()
+    runner.register_hook(hook, priority='LOWEST')
+    with pytest.raises(TrainingStarted):
+        runner.train()
+    for state in (hook.model_state, hook.ema_state):
+        for key, value in state.items():
+            if key not in source:  # the loss's buffers
+                assert key.startswith('bbox_head.loss_module')
+                continue
+            dim = channel_dim(key)
+            if dim is None:
+                assert torch.equal(value, source[key].to(value.dtype)), key
+            else:
+                got, src = per_anchor(value, dim), per_anchor(source[key], dim)
+                assert got.shape[1] == 5 + 3
+                assert torch.equal(got[:, :5], src[:, :5]), key
