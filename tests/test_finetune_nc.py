@@ -202,3 +202,76 @@ def test_load_from_in_a_config(converted_checkpoint, tmp_path):
                 got, src = per_anchor(value, dim), per_anchor(source[key], dim)
                 assert got.shape[1] == 5 + 3
                 assert torch.equal(got[:, :5], src[:, :5]), key
+
+
+# --------------------------------------------------------------------------
+# frozen backbone stages (the official --freeze)
+
+
+def build_tiny(frozen_stages: int, device: str = 'cpu'):
+    """yolov7-tiny (3 classes, with its loss) from the base model config."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmyolo.registry import MODELS
+    from test_models_reference import REPO
+    cfg = Config.fromfile(
+        str(REPO / 'configs' / '_base_' / 'models' / 'yolov7_tiny.py'))
+    init_default_scope(cfg.default_scope)
+    cfg.model.bbox_head.head_module.num_classes = 3
+    cfg.model.backbone.frozen_stages = frozen_stages
+    with torch.device(device):
+        return MODELS.build(cfg.model)
+
+
+def one_training_step(model, optim_wrapper, seed: int = 0) -> None:
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+    gen = torch.Generator().manual_seed(seed)
+    inputs = torch.rand(2, 3, 64, 64, generator=gen)
+    samples = []
+    for _ in range(2):
+        sample = DetDataSample(metainfo=dict(batch_input_shape=(64, 64)))
+        sample.gt_instances = InstanceData(
+            bboxes=torch.tensor([[8., 8., 40., 36.], [20., 30., 60., 62.]]),
+            labels=torch.tensor([0, 2]))
+        samples.append(sample)
+    losses = model.loss(inputs, samples)
+    optim_wrapper.backward(sum(losses.values()))
+    optim_wrapper.step()  # one optimizer step, whatever the accumulation
+    optim_wrapper.zero_grad()
+
+
+def test_frozen_stages_keep_weights_and_statistics():
+    """One step of the COCO tiny recipe's optimizer (SGD, momentum, weight
+    decay) changes nothing in the frozen stem and stages 1-2."""
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+    from test_models_reference import REPO
+    torch.manual_seed(0)
+    model = build_tiny(frozen_stages=2)
+    model.init_weights()
+    model.train()  # applies the freeze, as the runner's loop does
+    cfg = Config.fromfile(str(REPO / 'configs' / 'yolov7_tiny_coco.py'))
+    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    before = copy.deepcopy(model.state_dict())
+    one_training_step(model, optim_wrapper)
+    after = model.state_dict()
+
+    frozen = ('backbone.stem.', 'backbone.stage1.', 'backbone.stage2.')
+    frozen_keys = [k for k in before if k.startswith(frozen)]
+    assert frozen_keys
+    for key in frozen_keys:  # weights and BatchNorm statistics
+        assert torch.equal(before[key], after[key]), key
+    for name, param in model.named_parameters():
+        assert param.requires_grad == (not name.startswith(frozen)), name
+    changed = [k for k in before if not k.startswith(frozen)
+               and not torch.equal(before[k], after[k])]
+    for part in ('backbone.stage3.', 'neck.', 'bbox_head.'):
+        assert any(k.startswith(part) for k in changed), part
+    assert any(k.startswith('backbone.stage3.') and 'running_mean' in k
+               for k in changed)
+
+
+def test_bad_frozen_stages_is_refused():
+    with pytest.raises(ValueError, match='frozen_stages=5'):
+        build_tiny(frozen_stages=5, device='meta')

@@ -38,8 +38,15 @@ class ELANBackbone(BaseBackbone):
         input_channels (int): Input image channels. Defaults to 3.
         out_indices (Sequence[int], optional): Output from which stages.
             Defaults to P3-P5 (P5 models) or P3-P6 (P6 models).
-        frozen_stages (int): Stages to freeze (stem = 0); -1 freezes
-            nothing. Defaults to -1.
+        frozen_stages (int): Freeze the stem and the first
+            ``frozen_stages`` stages (0: the stem only; -1: nothing): their
+            parameters get ``requires_grad=False`` and their BatchNorms stay
+            in eval mode, as MMDetection's backbones. The official ``--freeze
+            N`` (the first N official layers) equals, for the whole stem and
+            stages 1-4 (5 for P6): tiny N = 2, 8, 15, 22, 29; L 4, 12, 25, 38,
+            51; X 4, 14, 29, 44, 59; W6 2, 11, 20, 29, 38, 47; E6 2, 13, 24,
+            35, 46, 57; D6 2, 15, 28, 41, 54, 67; E6E 2, 23, 45, 67, 89, 111
+            (frozen_stages 0, 1, 2, ...). Defaults to -1.
         plugins (list[dict], optional): Stage plugins, as in MMYOLO.
         norm_cfg (dict): Normalization config. Defaults to BN with the
             official eps 1e-3 and momentum 0.03.
@@ -109,6 +116,11 @@ class ELANBackbone(BaseBackbone):
                            f'one of {sorted(self.arch_settings)}')
         self.arch = arch
         self.setting = self.arch_settings[arch]
+        if not -1 <= frozen_stages <= len(self.setting['stages']):
+            raise ValueError(
+                f'ELANBackbone({arch!r}): frozen_stages={frozen_stages}, '
+                f'expected -1 (none), 0 (stem) ... '
+                f'{len(self.setting["stages"])} (all stages)')
         if act_cfg is None:
             act_cfg = YOLOV7_TINY_ACT_CFG if arch == 'tiny' else YOLOV7_ACT_CFG
         if out_indices is None:
