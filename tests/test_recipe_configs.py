@@ -75,7 +75,8 @@ def test_train_pipeline_matches_hyp(arch):
     cfg = load(arch)
     pipeline = cfg.train_dataloader.dataset.pipeline
     assert cfg.train_dataloader.dataset.data_root == 'data/coco/'
-    assert cfg.train_dataloader.collate_fn.type == 'yolov5_collate'
+    assert (cfg.train_dataloader.collate_fn.type ==
+            'yolov5_collate_with_files')
 
     # mosaic on every sample: 4 images 80 %, 9 images 20 %
     choice, = [t for t in pipeline if t.get('type') == 'RandomChoice']

@@ -117,7 +117,8 @@ train_dataloader = dict(
     persistent_workers=persistent_workers,
     pin_memory=True,
     sampler=dict(type='DefaultSampler', shuffle=True),
-    collate_fn=dict(type='yolov5_collate'),
+    # yolov5_collate keeping the image files (named by a skipped step)
+    collate_fn=dict(type='yolov5_collate_with_files'),
     dataset=dict(
         type=dataset_type,
         data_root=data_root,

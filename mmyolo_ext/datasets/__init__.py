@@ -1,4 +1,5 @@
 from .bad_images import BadImageError, BadImageLog, probe_image
+from .collate_with_files import yolov5_collate_with_files
 from .shapes_dataset import SyntheticShapesDataset
 from .synthetic_shapes import (SHAPE_CLASSES, export_yolo_layout,
                                generate_shapes_dataset)
@@ -10,5 +11,6 @@ __all__ = [
     'BadImageError', 'BadImageLog', 'LabelError', 'SHAPE_CLASSES',
     'SyntheticShapesDataset', 'TolerantLoadImageFromFile', 'YOLODataset',
     'export_yolo_layout', 'generate_shapes_dataset', 'img2label_path',
-    'list_images', 'parse_label_file', 'probe_image', 'read_data_yaml'
+    'list_images', 'parse_label_file', 'probe_image', 'read_data_yaml',
+    'yolov5_collate_with_files'
 ]
