@@ -33,11 +33,14 @@ val_batch_size_per_gpu = 32  # official test.py --batch 32
 train_num_workers = 8
 val_num_workers = 2
 auto_anchor = True  # False: the official --noautoanchor
+single_cls = False  # True: every label is class 0 (the official --single-cls)
 load_from = None  # e.g. a converted official checkpoint, to fine-tune
 
 # ---- from the data.yaml ---------------------------------------------------
 # (the datasets take the class names from it themselves)
-class_names = tuple(read_data_yaml(data_yaml)['names'])
+data_names = tuple(read_data_yaml(data_yaml)['names'])
+# as YOLODataset(single_cls=True) names its one class
+class_names = ('item', ) if single_cls and len(data_names) > 1 else data_names
 num_classes = len(class_names)
 
 # ---- hyp.scratch.custom (differences from hyp.scratch.p5) -----------------
@@ -80,6 +83,7 @@ train_dataloader = dict(
         type='YOLODataset',
         data_yaml=data_yaml,
         split='train',
+        single_cls=single_cls,
         pipeline=train_pipeline))
 
 test_pipeline = [
@@ -105,6 +109,7 @@ val_dataloader = dict(
         type='YOLODataset',
         data_yaml=data_yaml,
         split='val',
+        single_cls=single_cls,
         test_mode=True,
         pipeline=test_pipeline,
         batch_shapes_cfg=dict(

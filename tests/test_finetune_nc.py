@@ -275,3 +275,40 @@ def test_frozen_stages_keep_weights_and_statistics():
 def test_bad_frozen_stages_is_refused():
     with pytest.raises(ValueError, match='frozen_stages=5'):
         build_tiny(frozen_stages=5, device='meta')
+
+
+# --------------------------------------------------------------------------
+# the official --single-cls
+
+
+def test_single_cls_makes_a_one_class_model_and_dataset(tmp_path):
+    """``--cfg-options single_cls=True`` in the custom configs: every label
+    class 0, one class named 'item', a one-class head (scored by objectness
+    alone, no class loss: nothing else to set on the model side)."""
+    from mmyolo_ext.datasets import (export_yolo_layout,
+                                     generate_shapes_dataset)
+    from mmyolo_ext.engine.config_variables import load_config
+    from mmyolo_ext.registry import DATASETS
+    from test_models_reference import REPO
+    generate_shapes_dataset(str(tmp_path / 'shapes'), num_train=3,
+                            num_val=2, img_size=96, seed=3)
+    data_yaml = export_yolo_layout(str(tmp_path / 'shapes'),
+                                   str(tmp_path / 'yolo'))
+    cfg = load_config(
+        str(REPO / 'configs' / 'yolov7_tiny_custom.py'),
+        dict(data_yaml=data_yaml, single_cls=True))
+    assert cfg.model.bbox_head.head_module.num_classes == 1
+    assert cfg.class_names == ('item', )
+    for loader in (cfg.train_dataloader, cfg.val_dataloader,
+                   cfg.test_dataloader):
+        dataset_cfg = dict(loader.dataset, pipeline=[])
+        dataset_cfg.pop('batch_shapes_cfg', None)
+        dataset = DATASETS.build(dataset_cfg)
+        assert dataset.metainfo['classes'] == ('item', )
+        labels = [inst['bbox_label'] for i in range(len(dataset))
+                  for inst in dataset.get_data_info(i)['instances']]
+        assert labels and set(labels) == {0}
+    plain = load_config(
+        str(REPO / 'configs' / 'yolov7_tiny_custom.py'),
+        dict(data_yaml=data_yaml))
+    assert plain.model.bbox_head.head_module.num_classes == 3
