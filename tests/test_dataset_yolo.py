@@ -208,8 +208,9 @@ def test_cache_written_reused_and_invalidated(tmp_path, monkeypatch):
     first = build(data_yaml)
     cache = Path(first.scan_summary['cache'])
     assert first.scan_summary['cache_state'] == 'written'
-    assert cache.parent == root / 'labels' and cache.is_file()
-    assert cache.read_bytes()[:1] == b'{'  # JSON, nothing to unpickle
+    assert cache == root / 'labels/train.cache.npz' and cache.is_file()
+    with np.load(cache, allow_pickle=False) as arrays:  # nothing pickled
+        assert arrays['labels'].shape == (3, 5)
 
     # unchanged files: the cache is read, no label file is parsed
     def no_parse(*args, **kwargs):

@@ -4,12 +4,14 @@ import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Union
 
+import numpy as np
 from mmengine.logging import print_log
 from mmyolo.datasets.yolov5_coco import BatchShapePolicyDataset
 
 from mmyolo_ext.registry import DATASETS
 from .bad_images import IMG_FORMATS
-from .yolo_labels import DEFAULT_TOLERANCE, scan_labels
+from .yolo_labels import (DEFAULT_TOLERANCE, LABEL_STATES, SKIP_REASONS,
+                          scan_labels)
 
 SPLITS = ('train', 'val', 'test')
 
@@ -209,72 +211,71 @@ class YOLODataset(BatchShapePolicyDataset):
     def load_data_list(self) -> List[dict]:
         """Scan the split (or load its cache), report, build the infos."""
         img_files = list_images(self.data_info_yaml[self.split])
-        scan = scan_labels(
+        scan, cache = scan_labels(
             img_files,
             self.num_data_classes,
             split=self.split,
             tolerance=self.tolerance,
             strict=self.strict,
             use_cache=self.use_cache)
-        data_list = []
-        counts = dict(found=0, missing=0, empty=0)
-        skipped_images = skipped_labels = duplicates = 0
         bad_images: List[str] = []
         bad_labels: List[str] = []
-        for entry in scan['entries']:
-            counts[entry['label']] += 1
-            duplicates += len(entry['notes'])
-            errors = entry['errors']
-            if 'size' not in entry:  # the image's own error comes first
-                bad_images.append(errors[0])
+        for i in sorted(scan.messages):
+            errors, notes = scan.messages[i]
+            if scan.skip[i] == SKIP_REASONS.index('bad image'):
+                bad_images.append(errors[0])  # the image's own error first
                 errors = errors[1:]
-            bad_labels += errors + entry['notes']
-            if 'skip' in entry:
-                if entry['skip'] == 'bad image':
-                    skipped_images += 1
-                else:
-                    skipped_labels += 1
-                continue
-            width, height = entry['size']
-            instances = []
-            for cls, cx, cy, w, h in entry['labels']:
-                instances.append(
-                    dict(
-                        bbox=[(cx - w / 2) * width, (cy - h / 2) * height,
-                              (cx + w / 2) * width, (cy + h / 2) * height],
-                        bbox_label=0 if self.single_cls else int(cls),
-                        ignore_flag=0))
+            bad_labels += list(errors) + list(notes)
+        # pixel corners of every row at once; then one dict per image
+        sizes = np.repeat(scan.sizes, np.diff(scan.offsets), axis=0)
+        cls, cx, cy, w, h = scan.labels.astype(np.float64).T
+        x_half, y_half = w / 2, h / 2
+        boxes = np.stack([(cx - x_half) * sizes[:, 0],
+                          (cy - y_half) * sizes[:, 1],
+                          (cx + x_half) * sizes[:, 0],
+                          (cy + y_half) * sizes[:, 1]], 1).tolist()
+        classes = np.zeros_like(cls, np.int64) if self.single_cls else \
+            cls.astype(np.int64)
+        classes = classes.tolist()
+        offsets, sizes = scan.offsets.tolist(), scan.sizes.tolist()
+        data_list = []
+        for i in np.flatnonzero(scan.skip == 0).tolist():
+            width, height = sizes[i]
             data_list.append(
                 dict(
-                    img_path=entry['img'],
+                    img_path=scan.img_files[i],
                     img_id=len(data_list),
                     height=height,
                     width=width,
-                    instances=instances))
+                    instances=[
+                        dict(bbox=boxes[r], bbox_label=classes[r],
+                             ignore_flag=0)
+                        for r in range(offsets[i], offsets[i + 1])
+                    ]))
         self.scan_bad_images, self.scan_bad_labels = bad_images, bad_labels
         messages = bad_images + bad_labels
         for message in messages:
             print_log(message, logger='current', level=logging.WARNING)
+        states = np.bincount(scan.label_state, minlength=len(LABEL_STATES))
+        skips = np.bincount(scan.skip, minlength=len(SKIP_REASONS))
         self.scan_summary = dict(
             images=len(img_files),
             kept=len(data_list),
-            labels_found=counts['found'],
-            labels_missing=counts['missing'],
-            labels_empty=counts['empty'],
-            skipped_bad_image=skipped_images,
-            skipped_bad_label=skipped_labels,
-            duplicates_dropped=duplicates,
-            cache=scan['cache'],
-            cache_state=scan['cache_state'])
+            **{f'labels_{k}': int(n) for k, n in zip(LABEL_STATES, states)},
+            skipped_bad_image=int(skips[1]),
+            skipped_bad_label=int(skips[2]),
+            duplicates_dropped=sum(
+                len(notes) for _, notes in scan.messages.values()),
+            **cache)
         s = self.scan_summary
         print_log(
             f'YOLODataset {self.data_info_yaml["yaml"]} [{self.split}]: '
             f'{s["images"]} images, {s["labels_found"]} label files found, '
             f'{s["labels_missing"]} missing and {s["labels_empty"]} empty '
             f'(background), {s["skipped_bad_label"]} skipped for bad labels, '
-            f'{s["skipped_bad_image"]} for bad images, {duplicates} duplicate '
-            f'rows dropped; {s["kept"]} images used; cache {s["cache"]} '
-            f'({s["cache_state"]})',
+            f'{s["skipped_bad_image"]} for bad images, '
+            f'{s["duplicates_dropped"]} duplicate rows dropped; {s["kept"]} '
+            f'images used; cache {s["cache"]} ({s["cache_state"]})',
             logger='current',
             level=logging.WARNING if messages else logging.INFO)
         return data_list

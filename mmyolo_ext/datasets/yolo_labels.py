@@ -16,10 +16,11 @@ Semantics of the official ``utils/datasets.py`` (``img2label_paths``,
 A row with an error makes the scan skip that image (as the official
 ``cache_labels`` does on its assertion), with ``file:line: reason``.
 
-The cache (``<labels dir>.cache.json``, plain JSON: nothing is
-unpickled) holds every image's size, boxes and messages, keyed by a hash of
-the paths, sizes and modification times of all images and label files and
-of the parse settings; any change rebuilds it.
+The cache (``<labels dir>.cache.npz``, plain arrays loaded with
+``allow_pickle=False``: nothing is unpickled) holds every image's size,
+boxes and messages, keyed by a hash of the paths, sizes and modification
+times of all images and label files and of the parse settings; any change
+rebuilds it.
 """
 import hashlib
 import json
@@ -48,6 +49,21 @@ def img2label_path(img_path: str) -> str:
     head, sep, tail = img_path.rpartition(sa)
     path = head + sb + tail if sep else img_path
     return osp.splitext(path)[0] + '.txt'
+
+
+def img2label_paths(img_paths: Sequence[str]) -> List[str]:
+    """:func:`img2label_path` of each path, the folder rule worked out once
+    per folder (a split of 100k images sits in a few folders)."""
+    label_dirs: Dict[str, str] = {}
+    out = []
+    for path in img_paths:
+        folder, name = osp.split(path)
+        label_dir = label_dirs.get(folder)
+        if label_dir is None:  # the rule on the folder (with a separator)
+            label_dir = label_dirs[folder] = osp.dirname(
+                img2label_path(osp.join(folder, 'x.x')))
+        out.append(osp.join(label_dir, osp.splitext(name)[0] + '.txt'))
+    return out
 
 
 def parse_label_file(
@@ -155,11 +171,109 @@ def files_hash(img_files: Sequence[str], label_files: Sequence[str],
     return h.hexdigest()
 
 
+LABEL_STATES = ('found', 'missing', 'empty')  # missing/empty: background
+SKIP_REASONS = ('', 'bad image', 'bad label')
+
+
+class LabelScan:
+    """The scan of a split, column by column (what the cache holds).
+
+    Attributes:
+        img_files (list[str]): The images, in order.
+        sizes (np.ndarray): int32 ``(n, 2)`` width, height (0 for a bad
+            image).
+        label_state (np.ndarray): int8 ``(n, )`` index into
+            :data:`LABEL_STATES`.
+        skip (np.ndarray): int8 ``(n, )`` index into :data:`SKIP_REASONS`
+            (0: the image is used).
+        offsets (np.ndarray): int64 ``(n + 1, )``: image ``i``'s rows are
+            ``labels[offsets[i]:offsets[i + 1]]``.
+        labels (np.ndarray): float32 ``(m, 5)`` rows ``class cx cy w h``.
+        messages (dict): image index -> ``(errors, notes)``; an image's own
+            error (bad image) is the first of its errors.
+    """
+
+    ARRAYS = ('sizes', 'label_state', 'skip', 'offsets', 'labels')
+
+    def __init__(self, img_files: List[str], sizes, label_state, skip,
+                 offsets, labels, messages: Dict[int, tuple]) -> None:
+        self.img_files = img_files
+        self.sizes = np.asarray(sizes, np.int32).reshape(-1, 2)
+        self.label_state = np.asarray(label_state, np.int8)
+        self.skip = np.asarray(skip, np.int8)
+        self.offsets = np.asarray(offsets, np.int64)
+        self.labels = np.asarray(labels, np.float32).reshape(-1, 5)
+        self.messages = messages
+
+    @classmethod
+    def from_entries(cls, entries: Sequence[dict]) -> 'LabelScan':
+        """Gather :func:`scan_image` entries."""
+        counts = [len(e['labels']) for e in entries]
+        rows = [r for e in entries for r in e['labels']]
+        return cls(
+            img_files=[e['img'] for e in entries],
+            sizes=[e.get('size', (0, 0)) for e in entries],
+            label_state=[LABEL_STATES.index(e['label']) for e in entries],
+            skip=[SKIP_REASONS.index(e.get('skip', '')) for e in entries],
+            offsets=np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]),
+            labels=rows,
+            messages={
+                i: (e['errors'], e['notes'])
+                for i, e in enumerate(entries) if e['errors'] or e['notes']
+            })
+
+    def save(self, path: str, key: str) -> None:
+        """Write the cache (npz, no pickled object) atomically."""
+        tmp = f'{path}.{os.getpid()}.tmp'
+        try:
+            with open(tmp, 'wb') as f:
+                np.savez(
+                    f,
+                    version=np.array(CACHE_VERSION),
+                    hash=np.array(key),
+                    img_files=np.array(self.img_files, dtype=str),
+                    messages=np.array(json.dumps(
+                        {str(i): m for i, m in self.messages.items()})),
+                    **{k: getattr(self, k) for k in self.ARRAYS})
+            os.replace(tmp, path)  # readers never see half a cache
+        finally:
+            if osp.exists(tmp):
+                os.remove(tmp)
+
+    @classmethod
+    def load(cls, path: str, key: str) -> Optional['LabelScan']:
+        """The cache at ``path`` if it was written for ``key``, else None."""
+        try:
+            with np.load(path, allow_pickle=False) as cache:
+                if (int(cache['version']) != CACHE_VERSION
+                        or str(cache['hash']) != key):
+                    return None
+                messages = json.loads(str(cache['messages']))
+                return cls(
+                    img_files=cache['img_files'].tolist(),
+                    messages={int(i): tuple(m) for i, m in messages.items()},
+                    **{k: cache[k] for k in cls.ARRAYS})
+        except (OSError, ValueError, KeyError):
+            return None  # none yet, or unreadable: rebuilt
+
+    def raise_first(self, start: int = 0) -> None:
+        """Raise on the first error of an image from index ``start``."""
+        for i in sorted(self.messages):
+            errors = self.messages[i][0]
+            if i < start or not errors:
+                continue
+            if self.skip[i] == SKIP_REASONS.index('bad image'):
+                raise BadImageError(self.img_files[i],
+                                    errors[0].split(': ', 1)[-1])
+            raise LabelError(f'{errors[0]} (strict=True)')
+
+
 def scan_image(img_file: str, label_file: str, num_classes: int,
                tolerance: float) -> dict:
-    """The cache entry of one image: ``size`` ([w, h]) and ``labels`` (rows
-    ``class cx cy w h``), or ``skip`` (the reason); ``label`` (``found``,
-    ``missing``, ``empty``), ``errors`` and ``notes``."""
+    """One image's scan: ``size`` ([w, h]; absent for a bad image),
+    ``labels`` (rows ``class cx cy w h``), ``label`` (one of
+    :data:`LABEL_STATES`), ``skip`` (the reason, when skipped), ``errors``
+    and ``notes``."""
     entry = dict(img=img_file, errors=[], notes=[])
     try:
         entry['size'] = list(probe_image(img_file))
@@ -181,13 +295,13 @@ def scan_image(img_file: str, label_file: str, num_classes: int,
 
 
 def cache_path_for(label_files: Sequence[str], split: str) -> str:
-    """``<dir of the first label file>.cache.json`` beside the labels (the
-    official cache is ``<that dir>.cache``), ``<dir>.<split>.cache.json``
+    """``<dir of the first label file>.cache.npz`` beside the labels (the
+    official cache is ``<that dir>.cache``), ``<dir>.<split>.cache.npz``
     when that dir is not named after the split."""
     label_dir = osp.dirname(osp.abspath(label_files[0]))
     if osp.basename(label_dir) == split:
-        return f'{label_dir}.cache.json'
-    return f'{label_dir}.{split}.cache.json'
+        return f'{label_dir}.cache.npz'
+    return f'{label_dir}.{split}.cache.npz'
 
 
 def scan_labels(img_files: Sequence[str],
@@ -195,7 +309,7 @@ def scan_labels(img_files: Sequence[str],
                 split: str = 'train',
                 tolerance: float = DEFAULT_TOLERANCE,
                 strict: bool = False,
-                use_cache: bool = True) -> dict:
+                use_cache: bool = True) -> Tuple[LabelScan, dict]:
     """Scan (or load from the cache) the labels of a split's images.
 
     Args:
@@ -209,64 +323,33 @@ def scan_labels(img_files: Sequence[str],
         use_cache (bool): Read and write the cache file.
 
     Returns:
-        dict: ``entries`` (one per image, see :func:`scan_image`),
-        ``cache`` (its path or None), ``cache_state`` (``'loaded'``,
-        ``'written'``, ``'not written: <why>'`` or ``'off'``).
+        tuple: the :class:`LabelScan`, and a dict with ``cache`` (its path
+        or None) and ``cache_state`` (``'loaded'``, ``'written'``,
+        ``'not written: <why>'`` or ``'off'``).
     """
-    label_files = [img2label_path(p) for p in img_files]
-    result = dict(cache=None, cache_state='off')
+    label_files = img2label_paths(img_files)
+    state = dict(cache=None, cache_state='off')
     settings = dict(nc=num_classes, tolerance=tolerance)
-    if use_cache and img_files:
-        cache = cache_path_for(label_files, split)
-        result['cache'] = cache
+    if use_cache:
+        state['cache'] = cache = cache_path_for(label_files, split)
         key = files_hash(img_files, label_files, settings)
-        entries = _read_cache(cache, key)
-        if entries is not None:
-            result.update(entries=entries, cache_state='loaded')
+        scan = LabelScan.load(cache, key)
+        if scan is not None:
+            state['cache_state'] = 'loaded'
             if strict:
-                _raise_first(entries)
-            return result
+                scan.raise_first()
+            return scan, state
     entries = []
     for img_file, label_file in zip(img_files, label_files):
-        entry = scan_image(img_file, label_file, num_classes, tolerance)
+        entries.append(
+            scan_image(img_file, label_file, num_classes, tolerance))
         if strict:
-            _raise_first([entry])
-        entries.append(entry)
-    result['entries'] = entries
-    if use_cache and img_files:
-        result['cache_state'] = _write_cache(cache, key, entries)
-    return result
-
-
-def _raise_first(entries: Sequence[dict]) -> None:
-    for entry in entries:
-        if entry['errors']:
-            error = entry['errors'][0]
-            if 'size' not in entry:
-                raise BadImageError(entry['img'], error.split(': ', 1)[-1])
-            raise LabelError(f'{error} (strict=True)')
-
-
-def _read_cache(path: str, key: str) -> Optional[List[dict]]:
-    try:
-        with open(path) as f:
-            cache = json.load(f)
-    except (OSError, ValueError):
-        return None  # none yet, or unreadable: rebuilt
-    if cache.get('version') != CACHE_VERSION or cache.get('hash') != key:
-        return None
-    return cache['entries']
-
-
-def _write_cache(path: str, key: str, entries: List[dict]) -> str:
-    tmp = f'{path}.{os.getpid()}.tmp'
-    try:
-        with open(tmp, 'w') as f:
-            json.dump(dict(version=CACHE_VERSION, hash=key, entries=entries),
-                      f, separators=(',', ':'))
-        os.replace(tmp, path)  # atomic: readers never see half a cache
-    except OSError as e:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        return f'not written: {e}'
-    return 'written'
+            LabelScan.from_entries(entries[-1:]).raise_first()
+    scan = LabelScan.from_entries(entries)
+    if use_cache:
+        try:
+            scan.save(cache, key)
+            state['cache_state'] = 'written'
+        except OSError as e:
+            state['cache_state'] = f'not written: {e}'
+    return scan, state
