@@ -9,11 +9,11 @@ from mmyolo.models.backbones import BaseBackbone
 from mmyolo_ext.registry import MODELS
 from ..layers import (YOLOV7_ACT_CFG, YOLOV7_NORM_CFG, YOLOV7_TINY_ACT_CFG,
                       DownC, EELANBlock, ELANBlock, MPConvBlock, ReOrg,
-                      reset_conv_parameters)
+                      OfficialConvInitMixin, reset_conv_parameters)
 
 
 @MODELS.register_module()
-class ELANBackbone(BaseBackbone):
+class ELANBackbone(OfficialConvInitMixin, BaseBackbone):
     """Backbone of the official YOLOv7 models, layer for layer.
 
     ``arch_settings[arch]``:
@@ -135,16 +135,8 @@ class ELANBackbone(BaseBackbone):
             act_cfg=act_cfg,
             norm_eval=norm_eval,
             init_cfg=init_cfg)
-        reset_conv_parameters(self)  # official init (see init_weights)
-
-    def init_weights(self) -> None:
-        """PyTorch's default conv init, as the official models (mmcv's
-        ``ConvModule`` would apply Kaiming); an ``init_cfg`` is applied
-        instead when given. A second call changes nothing (as mmengine's)."""
-        already_initialized = self.is_init
-        super().init_weights()
-        if self.init_cfg is None and not already_initialized:
-            reset_conv_parameters(self)
+        # the official init: PyTorch's default convs (OfficialConvInitMixin)
+        reset_conv_parameters(self)
 
     @property
     def out_channels(self) -> List[int]:

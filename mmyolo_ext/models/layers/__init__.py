@@ -1,7 +1,7 @@
 from .conv_defaults import (YOLOV7_ACT_CFG, YOLOV7_NORM_CFG,
                             YOLOV7_TINY_ACT_CFG)
 from .elan import EELANBlock, ELANBlock
-from .official_init import reset_conv_parameters
+from .official_init import OfficialConvInitMixin, reset_conv_parameters
 from .rep_conv import RepConv, fold_batch_norm
 from .sppcspc import SPPCSPCBlock
 from .transitions import DownC, MPConvBlock, ReOrg
@@ -9,5 +9,6 @@ from .transitions import DownC, MPConvBlock, ReOrg
 __all__ = [
     'YOLOV7_ACT_CFG', 'YOLOV7_NORM_CFG', 'YOLOV7_TINY_ACT_CFG', 'ELANBlock',
     'EELANBlock', 'RepConv', 'fold_batch_norm', 'SPPCSPCBlock', 'DownC',
-    'MPConvBlock', 'ReOrg', 'reset_conv_parameters'
+    'MPConvBlock', 'ReOrg', 'OfficialConvInitMixin',
+    'reset_conv_parameters'
 ]

@@ -10,12 +10,13 @@ from torch import Tensor
 
 from mmyolo_ext.registry import MODELS
 from ..layers import (YOLOV7_ACT_CFG, YOLOV7_NORM_CFG, YOLOV7_TINY_ACT_CFG,
-                      DownC, EELANBlock, ELANBlock, MPConvBlock, RepConv,
-                      SPPCSPCBlock, reset_conv_parameters)
+                      DownC, EELANBlock, ELANBlock, MPConvBlock,
+                      OfficialConvInitMixin, RepConv, SPPCSPCBlock,
+                      reset_conv_parameters)
 
 
 @MODELS.register_module()
-class SPPCSPCNeck(BaseModule):
+class SPPCSPCNeck(OfficialConvInitMixin, BaseModule):
     """Neck of the official YOLOv7 models, layer for layer.
 
     From the top backbone level: :class:`SPPCSPCBlock`; then top-down, per
@@ -211,16 +212,8 @@ class SPPCSPCNeck(BaseModule):
                 for in_ch, out_ch in zip(tap_channels, self.aux_channels))
             # tells the weight converter these layers feed the aux head only
             self.aux_convs.official_aux_only = True
-        reset_conv_parameters(self)  # official init (see init_weights)
-
-    def init_weights(self) -> None:
-        """PyTorch's default conv init, as the official models (mmcv's
-        ``ConvModule`` would apply Kaiming); an ``init_cfg`` is applied
-        instead when given. A second call changes nothing (as mmengine's)."""
-        already_initialized = self.is_init
-        super().init_weights()
-        if self.init_cfg is None and not already_initialized:
-            reset_conv_parameters(self)
+        # the official init: PyTorch's default convs (OfficialConvInitMixin)
+        reset_conv_parameters(self)
 
     @staticmethod
     def _build_downsample(kind: str, in_channels: int, out_channels: int,
