@@ -122,7 +122,7 @@ def test_coco_dataset_training_skips_and_counts(tmp_path):
     assert hook.bad_images.keys() == bad.keys()
     for path, reason in hook.bad_images.items():
         assert bad[path] in reason
-    assert any('train epoch 1: ' in m and str(tmp_path) in m
+    assert any('train epoch 2: ' in m and str(tmp_path) in m
                for m in hook_messages)
 
 
@@ -136,7 +136,7 @@ def test_coco_dataset_validation_keeps_every_sample(tmp_path):
                             epoch)
         assert len(seen) == 8 == len(set(seen))  # each image exactly once
         assert hook.epoch_counts[-1] == dict(
-            stage='train', epoch=epoch, loads=4, images=4)  # exact
+            stage='train', epoch=epoch + 1, loads=4, images=4)  # exact
 
 
 def test_yolo_dataset_bad_images(tmp_path):
@@ -241,3 +241,44 @@ def test_recipes_load_images_tolerantly():
     p5 = Config.fromfile(str(ROOT / 'configs/yolov7_l_coco.py'))
     mosaic = p5.train_dataloader.dataset.pipeline[2].transforms[0][0]
     assert mosaic.pre_transform[0].type == 'TolerantLoadImageFromFile'
+
+
+def test_a_real_run_reports_per_epoch_and_at_the_end(tmp_path):
+    """mmengine's Runner with the hook from the config: two epochs over the
+    COCO dataset with its four bad images, a log line per epoch and the
+    summary at the end."""
+    import torch
+    from mmengine.model import BaseModel
+
+    class Tiny(BaseModel):
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, inputs, data_samples=None, mode='loss'):
+            return dict(loss=self.w.sum() * len(inputs))
+
+    write_coco(tmp_path)
+    runner = Runner(
+        model=Tiny(),
+        work_dir=str(tmp_path / 'work'),
+        train_dataloader=dict(
+            batch_size=2, num_workers=1,
+            sampler=dict(type='DefaultSampler', shuffle=True),
+            collate_fn=dict(type='pseudo_collate'),
+            dataset=coco_dataset(tmp_path, [*LOAD, PACK])),
+        train_cfg=dict(by_epoch=True, max_epochs=2),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
+        default_hooks=dict(checkpoint=None),
+        custom_hooks=[dict(type='mmyolo_ext.BadImageReportHook')])
+    runner.train()
+    hook, = [h for h in runner.hooks if isinstance(h, BadImageReportHook)]
+    assert [(c['epoch'], c['images']) for c in hook.epoch_counts] == [
+        (1, 4), (2, 4)]
+    log = next((tmp_path / 'work').rglob('*.log')).read_text()
+    for epoch in (1, 2):
+        assert f'train epoch {epoch}: ' in log
+    assert 'bad images: 4 files could not be loaded' in log
+    for name in REASONS:
+        assert str(tmp_path / 'img' / name) in log

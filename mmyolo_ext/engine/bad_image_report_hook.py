@@ -23,7 +23,7 @@ class BadImageReportHook(Hook):
 
     Attributes:
         epoch_counts (list[dict]): Per training epoch and per validation:
-            ``stage``, ``epoch``, ``loads`` (bad loads) and ``images``
+            ``stage``, ``epoch`` (from 1), ``loads`` (bad loads), ``images``
             (distinct files).
         bad_images (dict[str, str]): Every bad file of the run and why.
     """
@@ -40,7 +40,7 @@ class BadImageReportHook(Hook):
         self._log = BadImageLog.start_new()
         self._offset = 0
 
-    def _collect(self, runner: Runner, stage: str) -> None:
+    def _collect(self, runner: Runner, stage: str, epoch: int) -> None:
         if self._log is None:  # e.g. only validation was run
             self.before_run(runner)
         events, self._offset = self._log.read(self._offset)
@@ -48,24 +48,26 @@ class BadImageReportHook(Hook):
         for path, reason in events:
             self.bad_images.setdefault(path, reason)
         self.epoch_counts.append(
-            dict(stage=stage, epoch=runner.epoch, loads=len(events),
+            dict(stage=stage, epoch=epoch, loads=len(events),
                  images=len(paths)))
         if events:
             action = ('skipped' if stage == 'train' else
                       'grey placeholders')
             listing = ', '.join(f'{p} (x{n})' for p, n in paths.items())
             runner.logger.warning(
-                f'{stage} epoch {runner.epoch}: {len(events)} bad image loads '
+                f'{stage} epoch {epoch}: {len(events)} bad image loads '
                 f'of {len(paths)} files ({action}): {listing}')
 
+    # epochs numbered as mmengine's log numbers them (from 1): a training
+    # epoch's counter moves on after its hooks, a validation's before
     def after_train_epoch(self, runner: Runner) -> None:
-        self._collect(runner, 'train')
+        self._collect(runner, 'train', runner.epoch + 1)
 
     def after_val_epoch(self, runner: Runner, metrics=None) -> None:
-        self._collect(runner, 'val')
+        self._collect(runner, 'val', runner.epoch)
 
     def after_test_epoch(self, runner: Runner, metrics=None) -> None:
-        self._collect(runner, 'test')
+        self._collect(runner, 'test', runner.epoch)
 
     def after_run(self, runner: Runner) -> None:
         if not self.bad_images:
