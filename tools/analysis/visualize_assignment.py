@@ -27,7 +27,8 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner, load_checkpoint
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
+    __file__)))))
 import mmyolo_ext  # noqa: E402,F401  (registers modules)
 from mmyolo_ext.engine.config_variables import load_config  # noqa: E402
 from mmyolo_ext.analysis import assignment_view as view  # noqa: E402
