@@ -193,14 +193,16 @@ class IDetectHead(YOLOv5Head):
         raw_maps = raw_maps[:self.num_levels]
         cls_scores, bbox_preds, objectnesses = self.split_raw_maps(raw_maps)
         featmap_sizes = [m.shape[2:] for m in raw_maps]
-        priors = torch.cat(
-            self.prior_generator.grid_priors(
-                featmap_sizes,
-                dtype=raw_maps[0].dtype,
-                device=raw_maps[0].device))
+        level_priors = self.prior_generator.grid_priors(
+            featmap_sizes,
+            dtype=raw_maps[0].dtype,
+            device=raw_maps[0].device)
+        priors = torch.cat(level_priors)
+        # sized like the priors, not by Python ints: an ONNX trace keeps
+        # the map sizes symbolic (export with a dynamic input size)
         strides = torch.cat([
-            priors.new_full((size.numel() * self.num_base_priors, ), stride)
-            for size, stride in zip(featmap_sizes, self.featmap_strides)
+            torch.full_like(level[:, 0], stride)
+            for level, stride in zip(level_priors, self.featmap_strides)
         ])
         bs = raw_maps[0].shape[0]
 
