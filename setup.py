@@ -32,7 +32,11 @@ setup(
         'pycocotools>=2.0.8',
         'matplotlib',
     ],
-    extras_require={'tests': ['pytest', 'psutil']},
+    extras_require={
+        'tests': ['pytest', 'psutil'],
+        # tools/export_onnx.py, tools/test.py CONFIG model.onnx
+        'deploy': ['onnx>=1.15', 'onnxruntime>=1.17', 'onnxslim>=0.1.30'],
+    },
     classifiers=[
         'License :: OSI Approved :: GNU General Public License v3 (GPLv3)',
         'Programming Language :: Python :: 3.11',
