@@ -20,6 +20,13 @@ Usage::
     python tools/benchmark_loss.py                 # all scenarios
     python tools/benchmark_loss.py --scenarios bs16_8gt --repeats 20
     python tools/benchmark_loss.py --scenarios bs16_8gt --backward
+    python tools/benchmark_loss.py --device cuda   # on a GPU
+
+With ``--device cuda`` the inputs and both losses are on the GPU, times are
+taken after a synchronisation (the CPU column is then the host's time),
+peak memory is ``torch.cuda.max_memory_allocated`` over the call, MMYOLO's
+call on the largest scenario is not attempted, and the YOLOX scenario stays
+on the CPU.
 """
 import argparse
 import multiprocessing
@@ -134,10 +141,32 @@ def build_mmyolo(num_classes: int):
     return head
 
 
+# The device of the loss scenarios (--device).
+DEVICE = torch.device('cpu')
+
+
+def on_device(data: dict) -> dict:
+    """A scenario's tensors on DEVICE."""
+    def move(value):
+        if isinstance(value, torch.Tensor):
+            return value.to(DEVICE)
+        if isinstance(value, list):
+            return [move(v) for v in value]
+        return value
+    return {key: move(value) for key, value in data.items()}
+
+
+def _sync() -> None:
+    if DEVICE.type == 'cuda':
+        torch.cuda.synchronize()
+
+
 def timed(fn: Callable[[], object]) -> Tuple[float, float, object]:
     """Wall-clock and process CPU time (ms) of one call, and its result."""
+    _sync()
     wall, cpu = time.perf_counter(), time.process_time()
     result = fn()
+    _sync()
     return ((time.perf_counter() - wall) * 1e3,
             (time.process_time() - cpu) * 1e3, result)
 
@@ -185,7 +214,17 @@ def peak_extra_mb(fn: Callable[[], object],
                   address_limit_gb: Optional[float] = None,
                   timeout_s: float = 900) -> Tuple[str, object]:
     """Peak RSS increase (MB) of one call, in a forked child (the child
-    starts at the parent's current RSS, so the increase is the call's)."""
+    starts at the parent's current RSS, so the increase is the call's).
+    On CUDA: the peak of allocated GPU memory over one call, in process."""
+    if DEVICE.type == 'cuda':
+        if address_limit_gb is not None:
+            return 'error', 'not attempted on CUDA'
+        _sync()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        _sync()
+        return 'ok', (torch.cuda.max_memory_allocated() - base) / 2**20
     ctx = multiprocessing.get_context('fork')
     queue = ctx.Queue()
 
@@ -229,15 +268,15 @@ def run_loss_scenario(name: str,
                       mmyolo_repeats: int,
                       with_backward: bool = False) -> None:
     batch_size, size, gts, num_classes, with_mmyolo = SCENARIOS[name]
-    data = make_inputs(batch_size, size, gts, num_classes)
-    ours = build_ours(num_classes)
+    data = on_device(make_inputs(batch_size, size, gts, num_classes))
+    ours = build_ours(num_classes).to(DEVICE)
     preds = official_layout(data['raw'], num_classes)
 
     def ours_call():
         with torch.no_grad():
             return ours(preds, data['targets'], data['input_hw'])
 
-    head = build_mmyolo(num_classes)
+    head = build_mmyolo(num_classes).to(DEVICE)
     cls, box, obj = mmyolo_maps(data['raw'], num_classes)
     metas = [dict(batch_input_shape=data['input_hw'])] * batch_size
 
@@ -427,14 +466,24 @@ def main() -> None:
         '--backward',
         action='store_true',
         help='also time forward + backward (from the conv outputs)')
+    parser.add_argument(
+        '--device',
+        default='cpu',
+        help='device of the loss scenarios: cpu (default) or cuda[:i]')
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    if DEVICE.type == 'cuda' and not torch.cuda.is_available():
+        parser.error('--device cuda: no CUDA device on this machine')
     torch.set_num_threads(1)
+    where = (torch.cuda.get_device_name(DEVICE)
+             if DEVICE.type == 'cuda' else 'CPU')
     print(f'torch {torch.__version__}, {torch.get_num_threads()} intra-op '
-          'thread, CPU')
+          f'thread, loss scenarios on {where}')
     for name in args.scenarios:
         try:
             if name == 'yolox_s':
-                run_yolox_scenario(args.repeats)
+                run_yolox_scenario(args.repeats)  # on the CPU
             else:
                 repeats = args.repeats if SCENARIOS[name][2] < 1000 else 1
                 mm_repeats = args.mmyolo_repeats if SCENARIOS[name][
