@@ -8,6 +8,7 @@ Example::
 """
 import argparse
 
+import torch
 from _cli import add_common_args, build_runner, load_config, parse
 
 
@@ -50,6 +51,14 @@ def main() -> None:
         # our recipes' summed accumulation stays, with AMP on top of it
         summed = cfg.optim_wrapper.get('type', '').endswith(
             'SummedAccumulationOptimWrapper')
+        if not summed and not torch.cuda.is_available():
+            # MMEngine's AmpOptimWrapper refuses to run without a GPU; ours
+            # (the recipes' summed wrapper) runs bfloat16 autocast on a CPU
+            raise SystemExit(
+                f'--amp with optim_wrapper type '
+                f'{cfg.optim_wrapper.get("type", "OptimWrapper")!r} needs '
+                'CUDA (fp16 with a GradScaler); on a CPU only the recipes\' '
+                'SummedAccumulationOptimWrapper runs it, as bfloat16')
         cfg.optim_wrapper.type = (
             'mmyolo_ext.AmpSummedAccumulationOptimWrapper'
             if summed else 'AmpOptimWrapper')
