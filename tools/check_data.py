@@ -15,11 +15,12 @@ summary; the exit code is 1 when anything is bad, else 0.
 import argparse
 import sys
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 
 import mmyolo_ext  # noqa: F401  (registers modules)
 from mmyolo_ext.datasets.data_check import (LOADERS, check_config,
                                             format_report)
+from mmyolo_ext.engine.config_variables import load_config
 
 
 def main() -> int:
@@ -35,11 +36,10 @@ def main() -> int:
         '--cfg-options',
         nargs='+',
         action=DictAction,
-        help='override settings of the config, key=value')
+        help='override settings of the config, key=value (a plain name '
+        'such as data_yaml replaces that variable, as tools/train.py does)')
     args = parser.parse_args()
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     reports = check_config(cfg, args.loaders)
     print(format_report(reports))
     bad = any(r['bad_images'] or r['bad_annotations'] for r in reports)

@@ -120,8 +120,9 @@ def check_dataset(dataset, name: str) -> Dict:
                 f'px, the file is {img.shape[1]}x{img.shape[0]}')
     return dict(
         name=name,
-        images=len(seen) + (len(dataset.scan_bad_images) if isinstance(
-            dataset, YOLODataset) else 0),
+        # a YOLODataset's scan probed the images it skipped, too
+        images=dataset.scan_summary['images'] if isinstance(
+            dataset, YOLODataset) else len(seen),
         bad_images=bad_images,
         bad_annotations=bad_annotations)
 
