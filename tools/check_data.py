@@ -19,7 +19,7 @@ from mmengine.config import DictAction
 
 import mmyolo_ext  # noqa: F401  (registers modules)
 from mmyolo_ext.datasets.data_check import (LOADERS, check_config,
-                                            format_report)
+                                            count_problems, format_report)
 from mmyolo_ext.engine.config_variables import load_config
 
 
@@ -42,8 +42,7 @@ def main() -> int:
     cfg = load_config(args.config, args.cfg_options)
     reports = check_config(cfg, args.loaders)
     print(format_report(reports))
-    bad = any(r['bad_images'] or r['bad_annotations'] for r in reports)
-    return 1 if bad else 0
+    return 1 if count_problems(reports) else 0
 
 
 if __name__ == '__main__':

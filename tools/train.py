@@ -83,10 +83,10 @@ def main() -> None:
         cfg.load_from = args.resume
 
     if args.check_data:
-        from mmyolo_ext.datasets.data_check import check_config, format_report
-        reports = check_config(cfg)
-        print(format_report(reports))
-        if any(r['bad_images'] or r['bad_annotations'] for r in reports):
+        from mmyolo_ext.datasets import data_check
+        reports = data_check.check_config(cfg)
+        print(data_check.format_report(reports))
+        if data_check.count_problems(reports):
             raise SystemExit('--check-data: bad images or annotations '
                              '(listed above); fix them or train without '
                              '--check-data (bad images are then skipped)')

@@ -149,6 +149,12 @@ def check_config(cfg: Config, loaders=LOADERS) -> List[Dict]:
     return reports
 
 
+def count_problems(reports: List[Dict]) -> int:
+    """Bad images and annotations of all reports together."""
+    return sum(
+        len(r['bad_images']) + len(r['bad_annotations']) for r in reports)
+
+
 def format_report(reports: List[Dict]) -> str:
     """The listing and the summary, as printed by ``tools/check_data.py``."""
     lines = []
@@ -158,8 +164,7 @@ def format_report(reports: List[Dict]) -> str:
                      f'{len(r["bad_annotations"])} bad annotations')
         lines += [f'  bad image: {m}' for m in r['bad_images']]
         lines += [f'  bad annotation: {m}' for m in r['bad_annotations']]
-    bad = sum(len(r['bad_images']) + len(r['bad_annotations'])
-              for r in reports)
+    bad = count_problems(reports)
     lines.append(f'summary: {bad} problems in {len(reports)} datasets' +
                  ('' if bad else ' - all images and annotations are usable'))
     return '\n'.join(lines)
