@@ -170,3 +170,38 @@ def greedy_nms(boxes, scores, labels, iou_thr):
         iou = inter / (area[idx] + area - inter)
         suppressed |= (iou > iou_thr) & (labels == labels[idx])
     return torch.tensor(kept, dtype=torch.long)
+
+
+def test_test_tool_tta_config_wraps_and_loads(tmp_path):
+    """tools/test.py --tta: the recipe's tta_model wraps the model, the test
+    pipeline stays, EMA hooks leave the run, and a training checkpoint loads
+    into the wrapped detector (mmengine strips the wrapper's prefix)."""
+    import importlib.util
+    import sys
+
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, DefaultScope
+    from mmengine.runner import load_checkpoint
+    from seeded_detector import DEMO_CONFIG, ROOT
+    sys.path.insert(0, str(ROOT / 'tools'))
+    spec = importlib.util.spec_from_file_location('test_tool',
+                                                  ROOT / 'tools' / 'test.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+
+    cfg = Config.fromfile(str(DEMO_CONFIG))
+    pipeline = cfg.test_dataloader.dataset.pipeline
+    cfg = tool.use_tta_model(cfg)
+    assert cfg.model.type == 'YOLOv7TTAModel'
+    assert cfg.model.scales == (1, 0.83, 0.67)
+    assert cfg.model.flips == (False, True, False)
+    assert cfg.test_dataloader.dataset.pipeline == pipeline
+    assert not any('EMA' in h['type'] for h in cfg.custom_hooks)
+
+    model, _ = seeded_detector()
+    torch.save(dict(state_dict=model.state_dict()), tmp_path / 'm.pth')
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        tta = MODELS.build(cfg.model)
+    load_checkpoint(tta, str(tmp_path / 'm.pth'), strict=True)
+    for name, value in model.state_dict().items():
+        assert torch.equal(tta.module.state_dict()[name], value), name

@@ -1,11 +1,13 @@
 """Test (evaluate) a detector with MMEngine; the flags and behaviour of
 mmdet 3.3's ``tools/test.py``, plus ``--deploy`` to evaluate the
 re-parameterized model (RepConv and BN folded, implicit layers folded, P6 aux
-head removed).
+head removed); a ``.onnx`` checkpoint (``tools/export_onnx.py --nms none``,
+``--dynamic all`` for rect batches) is evaluated in onnxruntime.
 
 Example::
 
     python tools/test.py configs/yolov7_l_coco.py yolov7_l.pth --deploy
+    python tools/test.py configs/yolov7_l_coco.py yolov7_l.onnx
 """
 import argparse
 
@@ -78,19 +80,26 @@ def use_tta_model(cfg: Config) -> Config:
     EMA weights, and an EMA copy of the wrapped model would not receive
     them (its keys gain the wrapper's ``module.`` prefix).
     """
-    from mmengine.hooks import EMAHook
-    from mmengine.registry import HOOKS, DefaultScope
     tta_model = cfg.get('tta_model', dict(type='mmyolo_ext.YOLOv7TTAModel'))
     cfg.model = ConfigDict(**tta_model, module=cfg.model)
     dataset = cfg.test_dataloader.dataset
     while 'dataset' in dataset:
         dataset = dataset['dataset']
     dataset.pipeline = cfg.get('tta_pipeline', dataset.pipeline)
-    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+    return drop_ema_hooks(cfg)
+
+
+def drop_ema_hooks(cfg: Config) -> Config:
+    """``cfg`` without its EMA hooks (a wrapped or exported model has no
+    EMA copy to swap in; the checkpoint's state_dict is the EMA one)."""
+    from mmengine.hooks import EMAHook
+    from mmengine.registry import HOOKS
+    with HOOKS.switch_scope_and_registry(
+            cfg.get('default_scope')) as registry:
         cfg.custom_hooks = [
             hook for hook in cfg.get('custom_hooks', [])
-            if not (isinstance(hook['type'], str)
-                    and issubclass(HOOKS.get(hook['type']) or object, EMAHook))
+            if not (isinstance(hook['type'], str) and issubclass(
+                registry.get(hook['type']) or object, EMAHook))
         ]
     return cfg
 
@@ -106,6 +115,14 @@ def main() -> None:
 
     if args.tta:
         cfg = use_tta_model(cfg)
+
+    if args.checkpoint.endswith('.onnx'):
+        # an export (tools/export_onnx.py --nms none) run in onnxruntime
+        from mmyolo_ext.deploy.onnxruntime_detector import onnx_test_config
+        if args.tta or args.deploy:
+            raise SystemExit('--tta / --deploy take a PyTorch checkpoint, '
+                             f'not {args.checkpoint}')
+        cfg = drop_ema_hooks(onnx_test_config(cfg, args.checkpoint))
 
     # a deploy checkpoint (tools/reparameterize.py) holds fused weights: the
     # model is fused before the runner loads them; --deploy fuses the loaded
