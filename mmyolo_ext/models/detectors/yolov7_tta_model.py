@@ -14,6 +14,56 @@ from torch import Tensor
 from mmyolo_ext.registry import MODELS
 
 
+def postprocess_decoded(head, boxes: Tensor, scores: Tensor,
+                        img_meta: dict) -> InstanceData:
+    """A YOLOv7 head's post-processing of one image's decoded boxes: its
+    ``test_cfg`` thresholds, multi-label top-k and NMS, with the boxes taken
+    back through the letterbox to the original image (what
+    ``predict_by_feat`` does after decoding).
+
+    Args:
+        head (IDetectHead): The head (``test_cfg``, ``num_classes``, NMS).
+        boxes (Tensor): ``(N, 4)`` x1, y1, x2, y2 in input pixels.
+        scores (Tensor): ``(N, 1 + nc)`` sigmoid objectness and class
+            scores (:meth:`IDetectHead.decode`).
+        img_meta (dict): The image's meta (scale_factor, pad_param,
+            ori_shape).
+    """
+    cfg = copy.deepcopy(head.test_cfg)
+    score_thr = cfg.get('score_thr', -1)
+    objectness, cls_scores = scores[:, 0], scores[:, 1:]
+    if score_thr > 0:
+        keep = objectness > score_thr
+        boxes, objectness, cls_scores = (boxes[keep], objectness[keep],
+                                         cls_scores[keep])
+    cls_scores = cls_scores * objectness[:, None]
+    nms_pre = cfg.get('nms_pre', 100000)
+    if cfg.get('multi_label', True) and head.num_classes > 1:
+        cls_scores, labels, keep, _ = filter_scores_and_topk(
+            cls_scores, score_thr, nms_pre)
+    else:
+        cls_scores, labels = cls_scores.max(1, keepdim=True)
+        cls_scores, _, keep, kept = filter_scores_and_topk(
+            cls_scores, score_thr, nms_pre,
+            results=dict(labels=labels[:, 0]))
+        labels = kept['labels']
+    results = InstanceData(
+        scores=cls_scores, labels=labels, bboxes=boxes[keep])
+    pad_param = img_meta.get('pad_param')
+    if pad_param is not None:  # (top, bottom, left, right)
+        results.bboxes -= results.bboxes.new_tensor(
+            [pad_param[2], pad_param[0], pad_param[2], pad_param[0]])
+    results.bboxes /= results.bboxes.new_tensor(
+        img_meta['scale_factor']).repeat((1, 2))
+    results = head._bbox_post_process(
+        results=results, cfg=cfg, rescale=False, with_nms=True,
+        img_meta=img_meta)
+    height, width = img_meta['ori_shape'][:2]
+    results.bboxes[:, 0::2].clamp_(0, width)
+    results.bboxes[:, 1::2].clamp_(0, height)
+    return results
+
+
 @MODELS.register_module()
 class YOLOv7TTAModel(BaseTTAModel):
     """The official YOLOv7 test-time augmentation, in mmdet's ``tta_model``
@@ -105,43 +155,10 @@ class YOLOv7TTAModel(BaseTTAModel):
 
     def postprocess(self, boxes: Tensor, scores: Tensor,
                     img_meta: dict) -> InstanceData:
-        """The head's post-processing of one image's decoded boxes: its
-        ``test_cfg`` thresholds, multi-label top-k and NMS, with the boxes
-        taken back through the letterbox to the original image."""
-        head = self.module.bbox_head
-        cfg = copy.deepcopy(head.test_cfg)
-        score_thr = cfg.get('score_thr', -1)
-        objectness, cls_scores = scores[:, 0], scores[:, 1:]
-        if score_thr > 0:
-            keep = objectness > score_thr
-            boxes, objectness, cls_scores = (boxes[keep], objectness[keep],
-                                             cls_scores[keep])
-        cls_scores = cls_scores * objectness[:, None]
-        nms_pre = cfg.get('nms_pre', 100000)
-        if cfg.get('multi_label', True) and head.num_classes > 1:
-            cls_scores, labels, keep, _ = filter_scores_and_topk(
-                cls_scores, score_thr, nms_pre)
-        else:
-            cls_scores, labels = cls_scores.max(1, keepdim=True)
-            cls_scores, _, keep, kept = filter_scores_and_topk(
-                cls_scores, score_thr, nms_pre,
-                results=dict(labels=labels[:, 0]))
-            labels = kept['labels']
-        results = InstanceData(
-            scores=cls_scores, labels=labels, bboxes=boxes[keep])
-        pad_param = img_meta.get('pad_param')
-        if pad_param is not None:  # (top, bottom, left, right)
-            results.bboxes -= results.bboxes.new_tensor(
-                [pad_param[2], pad_param[0], pad_param[2], pad_param[0]])
-        results.bboxes /= results.bboxes.new_tensor(
-            img_meta['scale_factor']).repeat((1, 2))
-        results = head._bbox_post_process(
-            results=results, cfg=cfg, rescale=False, with_nms=True,
-            img_meta=img_meta)
-        height, width = img_meta['ori_shape'][:2]
-        results.bboxes[:, 0::2].clamp_(0, width)
-        results.bboxes[:, 1::2].clamp_(0, height)
-        return results
+        """The head's post-processing of one image's decoded boxes
+        (:func:`postprocess_decoded`)."""
+        return postprocess_decoded(self.module.bbox_head, boxes, scores,
+                                   img_meta)
 
     def test_step(self, data: Union[dict, tuple, list]) -> List[DetDataSample]:
         """Predict a batch of the test pipeline with all passes merged."""
