@@ -7,8 +7,9 @@ is installed and the exporter (``mmyolo_ext/deploy/onnx_export.py``) is
 present, the exported raw model in onnxruntime on the CPU. The variants run
 interleaved (so other load on the machine affects all alike); the table
 gives the median wall-clock time and the ratio to the unfused model, and the
-largest difference of each variant's raw outputs from the unfused model's
-(all variants must compute the same function). Figures are printed, never
+largest difference of each PyTorch variant's raw outputs from the unfused
+model's, relative to their largest value (all compute the same function;
+the exporter's tests check onnxruntime's outputs). Figures are printed, never
 asserted.
 
 Usage::
@@ -126,13 +127,15 @@ def benchmark(name: str, threads: int, warmup: int, repeats: int,
     base = statistics.median(times['eager unfused'])
     print(f'\n{name} ({size}x{size}, batch 1, {threads} thread(s), median '
           f'of {repeats} interleaved runs after {warmup} warm-up)')
-    print(f'  {"variant":<26} {"ms":>9} {"speed-up":>9}  max |raw - unfused|')
+    print(f'  {"variant":<26} {"ms":>9} {"speed-up":>9}  '
+          'max |raw - unfused| / max |unfused|')
+    scale = max(t.abs().max().item() for t in reference)
     for variant, values in times.items():
         median = statistics.median(values)
         outs = diffs.get(variant)
-        diff = '' if outs is None else (
-            f'{max((a - b).abs().max().item() for a, b in zip(outs, reference)):.2e}'
-            if variant in diffs else '')
+        diff = '' if outs is None else '{:.1e}'.format(
+            max((a - b).abs().max().item()
+                for a, b in zip(outs, reference)) / scale)
         print(f'  {variant:<26} {median * 1e3:9.1f} {base / median:8.2f}x  '
               f'{diff}')
     if note:

@@ -155,11 +155,12 @@ def yolo_txt_rows(pred: DetDataSample, score_thr: float) -> List[str]:
     gain = boxes.new_tensor([width, height, width, height])
     xywh = torch.cat([(boxes[:, :2] + boxes[:, 2:]) / 2,
                       boxes[:, 2:] - boxes[:, :2]], dim=1) / gain
-    rows = []
-    for label, box, score in zip(instances.labels[keep].tolist(),
-                                 xywh.tolist(), instances.scores[keep].tolist()):
-        rows.append(' '.join(f'{v:g}' for v in (label, *box, score)))
-    return rows
+    labels = instances.labels[keep].tolist()
+    scores = instances.scores[keep].tolist()
+    return [
+        ' '.join(f'{v:g}' for v in (label, *box, score))
+        for label, box, score in zip(labels, xywh.tolist(), scores)
+    ]
 
 
 def collect_inputs(inputs: str) -> Tuple[List[str], List[str], List[str]]:

@@ -19,8 +19,9 @@ import os.path as osp
 import torch
 from mmengine.config import DictAction
 
-from mmyolo_ext.deploy import load_detector, read_checkpoint
-from mmyolo_ext.deploy.checkpoint import deploy_checkpoint, is_deploy_checkpoint
+from mmyolo_ext.deploy import (is_deploy_checkpoint, load_detector,
+                               read_checkpoint)
+from mmyolo_ext.deploy.checkpoint import deploy_checkpoint
 
 
 def parse_args() -> argparse.Namespace:

@@ -123,8 +123,10 @@ def load_detector(config: Union[str, Config],
             missing and unexpected keys are named).
     """
     import mmyolo_ext  # noqa: F401  (registers our modules)
-    cfg = Config.fromfile(config) if isinstance(config, str) else copy.deepcopy(
-        config)
+    if isinstance(config, str):
+        cfg = Config.fromfile(config)
+    else:
+        cfg = copy.deepcopy(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
