@@ -304,3 +304,40 @@ def test_export_rejects_bad_sizes(tiny, tmp_path):
     with pytest.raises(ValueError, match="nms must be one of"):
         export_onnx(copy.deepcopy(tiny['model']), str(tmp_path / 'x.onnx'),
                     (160, 160), nms='tensorrt')
+
+
+def test_readme_snippet_runs_and_draws_the_detections(tiny, tmp_path,
+                                                      monkeypatch):
+    """The README's onnxruntime example, executed as written on the photo
+    with an --nms onnx export; its boxes are drawn where the letterbox
+    mapping puts the detections in the original image."""
+    import shutil
+
+    import cv2
+    from calibrated_detector import PHOTO
+    readme = (ROOT / 'README.md').read_text()
+    section = readme[readme.index('## Export to ONNX'):]
+    code = section[section.index('```python\n') + 10:]
+    code = code[:code.index('```')]
+    shutil.copy(tiny['files']['onnx'], tmp_path / 'tiny_e2e.onnx')
+    shutil.copy(PHOTO, tmp_path / 'photo.jpg')
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(code, 'README.md', 'exec'), namespace)
+    drawn = cv2.imread(str(tmp_path / 'photo_boxes.jpg'))
+    original = cv2.imread(str(PHOTO))
+    assert drawn.shape == original.shape
+    # the first detection, mapped back here independently of the snippet
+    num = int(namespace['num_dets'][0, 0])
+    assert num > 0
+    box = namespace['boxes'][0, 0]
+    height, width = original.shape[:2]
+    ratio = min(160 / height, 160 / width)
+    pad_x = (160 - round(width * ratio)) // 2
+    pad_y = (160 - round(height * ratio)) // 2
+    x1, y1, x2, y2 = ((box - [pad_x, pad_y, pad_x, pad_y]) / ratio).round()
+    # a green edge on its left side, inside the image (jpeg-compressed)
+    y = int(np.clip((y1 + y2) / 2, 2, height - 3))
+    x = int(np.clip(x1, 2, width - 3))
+    b, g, r = drawn[y - 1:y + 2, x - 1:x + 2].reshape(-1, 3).mean(0)
+    assert g > 180 and b < 90 and r < 90, (x, y, (b, g, r))
