@@ -6,8 +6,9 @@ layer until the scores saturate at 0 or 1 and boxes span thousands of
 pixels. Here the BatchNorm statistics are measured on forward passes of
 the photograph (mirrored and cropped views), and each output channel of
 the head's 1x1 convs is then scaled and shifted so that on the photograph
-box logits have mean 0 / std 0.5 (boxes near the anchors), objectness logits mean -4 / std 2 and
-class logits mean 0 / std 2: a few dozen boxes pass a 0.25 score, with
+box logits have mean 0 / std 0.5 (boxes near the anchors), objectness
+logits mean -4 / std 2 and class logits mean 0 / std 2: a few dozen boxes
+pass a 0.25 score, with
 spread-out scores, overlapping boxes and several classes.
 """
 from pathlib import Path

@@ -36,9 +36,9 @@ def test_onnx_model_evaluates_like_pytorch(tmp_path, monkeypatch):
     cfg_path.write_text(textwrap.dedent(f"""
         _base_ = [{str(ROOT / 'configs' / 'yolov7_tiny_demo.py')!r}]
         data_root = {str(tmp_path / 'shapes') + '/'!r}
-        val_dataloader = dict(batch_size=3, dataset=dict(
-            data_root=data_root, generate=dict(num_train=1, num_val=6),
-            batch_shapes_cfg=dict(batch_size=3)))
+        val_dataloader = dict(batch_size=2, dataset=dict(
+            data_root=data_root, generate=dict(num_train=1, num_val=4),
+            batch_shapes_cfg=dict(batch_size=2)))
         test_dataloader = val_dataloader
         val_evaluator = dict(ann_file=data_root +
                              'annotations/instances_val.json')
@@ -58,7 +58,7 @@ def test_onnx_model_evaluates_like_pytorch(tmp_path, monkeypatch):
                       '--work-dir', tmp_path / 'work')
         with open(out, 'rb') as f:
             preds[name] = pickle.load(f)
-    assert len(preds['pytorch']) == len(preds['onnx']) == 6
+    assert len(preds['pytorch']) == len(preds['onnx']) == 4
     # the batches were letterboxed to the rect batch shape, not 320
     assert preds['onnx'][0]['batch_input_shape'] != (320, 320)
 
@@ -83,13 +83,14 @@ def test_onnx_model_evaluates_like_pytorch(tmp_path, monkeypatch):
                 id=len(annotations) + 1, image_id=pred['img_id'],
                 category_id=int(label), bbox=[x1, y1, x2 - x1, y2 - y1],
                 area=(x2 - x1) * (y2 - y1), iscrowd=0))
-    assert len(annotations) > 20
+    assert len(annotations) > 12
     classes = ('circle', 'rectangle', 'triangle')
     ann_file = tmp_path / 'pseudo_gt.json'
     ann_file.write_text(json.dumps(dict(
         images=images, annotations=annotations,
         categories=[dict(id=i, name=c) for i, c in enumerate(classes)])))
     maps = {k: coco_map(v, ann_file, classes) for k, v in preds.items()}
+    print('bbox mAP on the pseudo ground truth:', maps)
     assert maps['pytorch'] > 0.3, maps
     assert abs(maps['onnx'] - maps['pytorch']) <= 0.002, maps
 

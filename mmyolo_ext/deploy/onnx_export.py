@@ -302,7 +302,9 @@ def export_onnx(detector: nn.Module,
         nms (str): ``'none'``, ``'onnx'`` or ``'trt'``.
         conf_thres, iou_thres, max_det: NMS settings of ``'onnx'`` and
             ``'trt'``.
-        fp16 (bool): Half weights and input (``images`` float16).
+        fp16 (bool): Half weights and input (``images`` float16); NMS
+            outputs stay float32. Traced on the CPU too (onnxruntime 1.32
+            runs such a graph on CPU; tested).
         opset (int): ONNX opset (>= 11).
         simplify (bool): Run onnxslim (or onnxsim) over the graph.
         device (str): Device the model is traced on.
@@ -324,9 +326,6 @@ def export_onnx(detector: nn.Module,
     if opset < 11:
         raise ValueError(f'opset {opset} < 11 (NonMaxSuppression, ScatterND '
                          'and TopK need opset 11)')
-    if fp16 and torch.device(device).type == 'cpu':
-        warnings.warn('fp16 export traced on the CPU; onnxruntime runs half '
-                      'Conv only on some CPUs (CUDA / TensorRT do)')
     model = model.to(device).eval()
     images = torch.rand(batch_size, 3, height, width, device=device)
     if fp16:
