@@ -112,7 +112,7 @@ def tiny(tmp_path_factory):
                 dynamic='batch', nms='onnx', conf_thres=CONF, iou_thres=IOU,
                 max_det=60)
     export_onnx(copy.deepcopy(model), str(files['trt']), (160, 160),
-                batch_size=2, nms='trt', conf_thres=CONF, iou_thres=IOU,
+                dynamic='batch', nms='trt', conf_thres=CONF, iou_thres=IOU,
                 max_det=60)
     return dict(model=model, cfg=cfg, images=images, other=other_size,
                 rows=rows, units=units, unfused_rows=unfused_rows, files=files,
@@ -206,14 +206,15 @@ def test_trt_graph_has_efficient_nms_plugin(tiny):
     elem = onnx.TensorProto
     outputs = {
         o.name: (o.type.tensor_type.elem_type,
-                 [d.dim_value for d in o.type.tensor_type.shape.dim])
+                 [d.dim_param or d.dim_value
+                  for d in o.type.tensor_type.shape.dim])
         for o in model.graph.output
     }
     assert outputs == {
-        'num_dets': (elem.INT32, [2, 1]),
-        'det_boxes': (elem.FLOAT, [2, 60, 4]),
-        'det_scores': (elem.FLOAT, [2, 60]),
-        'det_classes': (elem.INT32, [2, 60]),
+        'num_dets': (elem.INT32, ['batch', 1]),
+        'det_boxes': (elem.FLOAT, ['batch', 60, 4]),
+        'det_scores': (elem.FLOAT, ['batch', 60]),
+        'det_classes': (elem.INT32, ['batch', 60]),
     }
     assert list(node.output) == list(outputs)
 

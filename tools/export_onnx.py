@@ -65,8 +65,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def default_img_size(cfg) -> list:
-    """The config's square/rect ``img_scale`` (width, height) as [h, w]."""
-    scale = cfg.get('img_scale', cfg.get('input_size', (640, 640)))
+    """The config's ``input_size`` (else ``img_scale``; both (width,
+    height)) as [height, width]."""
+    scale = cfg.get('input_size', cfg.get('img_scale', (640, 640)))
     if isinstance(scale, int):
         return [scale, scale]
     return [int(scale[1]), int(scale[0])]

@@ -130,7 +130,8 @@ class EfficientNMSTRT(torch.autograd.Function):
             score_threshold_f=score_threshold,
             outputs=4)
         # the plugin's output types and shapes (ONNX cannot infer them)
-        bs = boxes.type().sizes()[0]
+        sizes = boxes.type().varyingSizes()  # None entries: dynamic
+        bs = sizes[0] if sizes else None
         shapes = ((torch.int32, [bs, 1]), (torch.float32,
                                             [bs, max_output_boxes, 4]),
                   (torch.float32, [bs, max_output_boxes]),
