@@ -1,19 +1,33 @@
-"""Time one training step of our yolov7-tiny against MMYOLO's yolov7-tiny.
+"""Time one training step of our yolov7-tiny, with each speed switch, against
+MMYOLO's yolov7-tiny.
 
 A step is what MMEngine's ``train_step`` does on a batch already on the
-device: forward, loss, backward and an SGD step. Both models come from their
-COCO training configs (ours: ``configs/yolov7_tiny_coco.py``; MMYOLO's: its
-installed ``yolov7_tiny_syncbn_fast_8x16b-300e_coco.py``), take the same
-batch (images and ground truths, in MMYOLO's packed training format) and are
-timed alternately in the same process, so load on the machine hits both
-alike. Printed: the median step time of each, their ratio (ours / MMYOLO's;
-below 1 means ours is faster) and the loss's share of the step (the loss
-computed from the head's outputs, timed alone the same way).
+device: forward, loss, backward, an SGD step and ``zero_grad``. The models
+come from their COCO training configs (ours: ``configs/yolov7_tiny_coco.py``,
+built once per variant of its speed switches; MMYOLO's: its installed
+``yolov7_tiny_syncbn_fast_8x16b-300e_coco.py``), take the same batch (images
+and ground truths, in MMYOLO's packed training format) and the same optimizer
+(SGD, Nesterov momentum 0.937), and are timed in interleaved rounds, one step
+of each model per round, so load on the machine hits all alike.
+
+Variants of ours (the detector's switches, see ``YOLOv7Detector``):
+
+* ``eager``: neither switch;
+* ``channels_last``: NHWC weights and batches;
+* ``compile``: ``torch.compile`` of the backbone / neck / head convolutions
+  (the loss stays eager); its first step, compilation included, is reported;
+* ``channels_last+compile``: both.
+
+Printed: per model the median step time with its interquartile range, and
+the ratio to MMYOLO's step (the median over rounds of the per-round ratio,
+with its range; below 1 means ours is faster); with ``--loss-share`` also the
+loss's share of the step (the loss from the head's outputs, timed alone).
 
 Usage::
 
     python tools/benchmark_train.py                       # 320 px, batch 8
-    python tools/benchmark_train.py --size 640 --batch 16 --repeats 20
+    python tools/benchmark_train.py --variants eager channels_last
+    python tools/benchmark_train.py --device cuda --threads 0
 """
 import argparse
 import statistics
@@ -36,6 +50,14 @@ import mmyolo_ext  # noqa: E402,F401  (registers the modules)
 
 OURS = str(REPO_ROOT / 'configs' / 'yolov7_tiny_coco.py')
 MMYOLO = 'mmyolo::yolov7/yolov7_tiny_syncbn_fast_8x16b-300e_coco.py'
+PEER = 'mmyolo'
+# variant name -> the detector's switches
+VARIANTS = {
+    'eager': dict(channels_last=False, compile_convs=False),
+    'channels_last': dict(channels_last=True, compile_convs=False),
+    'compile': dict(channels_last=False, compile_convs=True),
+    'channels_last+compile': dict(channels_last=True, compile_convs=True),
+}
 
 
 def parse_args() -> argparse.Namespace:
@@ -44,24 +66,45 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--batch', type=int, default=8)
     parser.add_argument(
         '--objects', type=int, default=8, help='ground truths per image')
-    parser.add_argument('--repeats', type=int, default=10)
-    parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument(
-        '--threads', type=int, default=None, help='torch threads')
+        '--rounds', type=int, default=10, help='timed rounds (one step of '
+        'each model per round)')
+    parser.add_argument(
+        '--warmup', type=int, default=2, help='untimed rounds first (the '
+        'first compiles the compiled variants)')
+    parser.add_argument(
+        '--variants',
+        nargs='+',
+        choices=list(VARIANTS),
+        default=list(VARIANTS),
+        help='our variants to time (MMYOLO is always timed)')
+    parser.add_argument('--device', default='cpu', help='cpu or cuda')
+    parser.add_argument(
+        '--threads',
+        type=int,
+        default=1,
+        help='torch threads (default 1: a shared machine gives steadier '
+        'ratios; 0 keeps torch\'s default)')
+    parser.add_argument(
+        '--loss-share',
+        action='store_true',
+        help='also time the loss alone for eager and MMYOLO')
     return parser.parse_args()
 
 
-def build(config: str) -> nn.Module:
+def build(config: str, device: str, **switches) -> nn.Module:
     from mmengine.hub import get_config
     from mmyolo.registry import MODELS
     cfg = get_config(config) if '::' in config else Config.fromfile(config)
+    cfg.model.update(switches)
     init_default_scope('mmyolo')
+    torch.manual_seed(0)  # the same initial weights for all our variants
     model = MODELS.build(cfg.model)
     model.init_weights()
-    return model.train()
+    return model.to(device).train()
 
 
-def make_batch(batch: int, size: int, objects: int,
+def make_batch(batch: int, size: int, objects: int, device: str,
                seed: int = 0) -> Tuple[torch.Tensor, dict]:
     """Images in [0, 1] and ``bboxes_labels`` rows [image, class, x1, y1, x2,
     y2] (pixels), as MMYOLO's collate and data preprocessor give them."""
@@ -77,7 +120,8 @@ def make_batch(batch: int, size: int, objects: int,
         dict(batch_input_shape=(size, size), img_shape=(size, size))
         for _ in range(batch)
     ]
-    return images, dict(bboxes_labels=rows, img_metas=metas)
+    return images.to(device), dict(bboxes_labels=rows.to(device),
+                                   img_metas=metas)
 
 
 def loss_fn(model: nn.Module) -> Callable[[tuple, dict], dict]:
@@ -98,25 +142,47 @@ def loss_fn(model: nn.Module) -> Callable[[tuple, dict], dict]:
     return ours if hasattr(head, 'targets_from_samples') else mmyolo
 
 
-def timed(fn: Callable[[], None]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+def quartiles(values: List[float]) -> Tuple[float, float, float]:
+    if len(values) < 2:
+        return values[0], values[0], values[0]
+    low, mid, high = statistics.quantiles(values, n=4)
+    return low, statistics.median(values), high
 
 
 def main() -> None:
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = args.device
+    on_cuda = device.startswith('cuda')
+    if on_cuda and not torch.cuda.is_available():
+        raise SystemExit(f'--device {device}: CUDA is not available here')
+
+    def sync() -> None:
+        if on_cuda:
+            torch.cuda.synchronize()
+
+    def timed(fn: Callable[[], object]) -> float:
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        return time.perf_counter() - start
+
     # quiet: init_weights reports every parameter through the current logger
     MMLogger.get_instance('benchmark_train', log_level='WARNING')
-    images, samples = make_batch(args.batch, args.size, args.objects)
-    models = {'ours': build(OURS), 'mmyolo': build(MMYOLO)}
+    images, samples = make_batch(args.batch, args.size, args.objects, device)
+    models = {
+        name: build(OURS, device, **VARIANTS[name])
+        for name in args.variants
+    }
+    models[PEER] = build(MMYOLO, device)
     optimizers = {
         name: torch.optim.SGD(
             m.parameters(), lr=1e-4, momentum=0.937, nesterov=True)
         for name, m in models.items()
     }
+    first_loss: Dict[str, float] = {}
 
     def step(name: str) -> None:
         model, optimizer = models[name], optimizers[name]
@@ -126,49 +192,65 @@ def main() -> None:
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-
-    head_outputs = {}
-    for name, model in models.items():
-        with torch.no_grad():
-            feats = model.extract_feat(images)
-        # the head's graph is built anew for each timing, as in training
-        head_outputs[name] = (model, feats)
+        first_loss.setdefault(name, loss.item())
 
     def loss_only(name: str) -> None:
-        model, feats = head_outputs[name]
+        model, feats = head_inputs[name]
         outs = model.bbox_head(tuple(f.requires_grad_() for f in feats))
         loss_fn(model)(outs, samples)
 
     # timing the head forward alone lets it be subtracted from loss_only
     def head_only(name: str) -> None:
-        model, feats = head_outputs[name]
+        model, feats = head_inputs[name]
         model.bbox_head(tuple(f.requires_grad_() for f in feats))
 
-    times: Dict[str, Dict[str, List[float]]] = {
-        name: dict(step=[], loss=[])
-        for name in models
-    }
-    for i in range(args.warmup + args.repeats):
-        for name in models:  # alternate, so load drifts hit both
-            t_step = timed(lambda: step(name))
-            t_loss = timed(lambda: loss_only(name)) - timed(
-                lambda: head_only(name))
-            if i >= args.warmup:
-                times[name]['step'].append(t_step)
-                times[name]['loss'].append(max(t_loss, 0.))
+    share_of = [n for n in ('eager', PEER) if n in models]
+    head_inputs = {}
+    if args.loss_share:
+        for name in share_of:
+            with torch.no_grad():
+                feats = models[name].extract_feat(images)
+            head_inputs[name] = (models[name], [f.detach() for f in feats])
 
+    times: Dict[str, List[float]] = {name: [] for name in models}
+    loss_times: Dict[str, List[float]] = {name: [] for name in share_of}
+    first_step: Dict[str, float] = {}
+    for i in range(args.warmup + args.rounds):
+        for name in models:  # one step each, so load drifts hit all
+            t_step = timed(lambda: step(name))
+            first_step.setdefault(name, t_step)
+            if i >= args.warmup:
+                times[name].append(t_step)
+            if args.loss_share and name in loss_times and i >= args.warmup:
+                t_loss = timed(lambda: loss_only(name)) - timed(
+                    lambda: head_only(name))
+                loss_times[name].append(max(t_loss, 0.))
+
+    where = torch.cuda.get_device_name(device) if on_cuda else (
+        f'cpu, {torch.get_num_threads()} threads')
     print(f'training step, yolov7-tiny (80 classes), batch {args.batch}, '
-          f'{args.size} px, {args.objects} ground truths per image, '
-          f'{torch.get_num_threads()} threads, median of {args.repeats}')
-    medians = {}
-    for name, label in (('ours', 'mmyolo_ext'), ('mmyolo', 'MMYOLO 0.6')):
-        step_ms = 1000 * statistics.median(times[name]['step'])
-        loss_ms = 1000 * statistics.median(times[name]['loss'])
-        medians[name] = step_ms
-        print(f'  {label:11s} step {step_ms:8.1f} ms   loss {loss_ms:7.1f} '
-              f'ms ({100 * loss_ms / step_ms:4.1f} % of the step)')
-    print(f'  ratio ours / MMYOLO: {medians["ours"] / medians["mmyolo"]:.3f}'
-          ' (< 1: ours is faster)')
+          f'{args.size} px, {args.objects} ground truths per image, {where}, '
+          f'{args.rounds} interleaved rounds after {args.warmup} warm-up, '
+          f'torch {torch.__version__}')
+    print(f'  {"model":34s} {"median ms":>9s} {"IQR ms":>15s} '
+          f'{"ratio":>6s} {"ratio range":>13s} {"1st step s":>10s} '
+          f'{"1st loss":>9s}')
+    peer_times = times[PEER]
+    for name in list(args.variants) + [PEER]:
+        low, mid, high = quartiles(times[name])
+        ratios = sorted(t / p for t, p in zip(times[name], peer_times))
+        label = f'mmyolo_ext {name}' if name != PEER else 'MMYOLO 0.6 (peer)'
+        print(f'  {label:34s} {1000 * mid:9.1f} {1000 * low:7.1f}-'
+              f'{1000 * high:<7.1f} {statistics.median(ratios):6.3f} '
+              f'{ratios[0]:6.3f}-{ratios[-1]:<6.3f} '
+              f'{first_step[name]:10.1f} {first_loss[name]:9.3f}')
+    print('  ratio: our step time / MMYOLO\'s, per round (< 1: ours is '
+          'faster); speed-up = 1 / ratio')
+    for name in share_of if args.loss_share else []:
+        loss_ms = 1000 * statistics.median(loss_times[name])
+        step_ms = 1000 * statistics.median(times[name])
+        print(f'  loss alone, {name}: {loss_ms:.1f} ms '
+              f'({100 * loss_ms / step_ms:.1f} % of the step)')
 
 
 if __name__ == '__main__':
