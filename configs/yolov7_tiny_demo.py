@@ -43,7 +43,8 @@
 #   and no warm-up bias lr of 0.1 (too large a step for Adam: biases start
 #   at the base lr like the other groups).
 # * schedule: the one-cycle cosine to lr * 0.01 over max_epochs; evaluation
-#   every val_interval epochs only (each costs training time).
+#   after every epoch (120 val images take ~5 s here, so the curve shows
+#   when mAP_50 first reaches 0.5).
 # * EMA: the official ramp (2000 updates) is kept; over ~1400 updates the
 #   evaluated weights follow the model closely.
 _base_ = ['./_base_/models/yolov7_tiny.py', './_base_/yolov7_recipe_tiny.py']
@@ -52,7 +53,7 @@ data_root = 'data/shapes/'
 num_classes = 3
 input_size = (320, 320)  # the images' own size
 max_epochs = 12
-val_interval = 3
+val_interval = 1
 train_batch_size_per_gpu = 4
 train_num_workers = 1  # two cores: one for the model; loading is light
 val_batch_size_per_gpu = 8
