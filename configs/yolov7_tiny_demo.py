@@ -10,9 +10,11 @@
 # <work_dir>/curves.png (loss and mAP curves; numbers in curves.json).
 #
 # Measured on this project's 2-core CPU (torch's default 2 threads, fresh
-# clone, data generation included): bbox mAP_50 0.21 / 0.44 / 0.70 / 0.76
-# (mAP 0.09 / 0.24 / 0.42 / 0.47) after epochs 3 / 6 / 9 / 12, at 3.4 / 6.5
-# / 9.7 / 13.0 min of training; 13.4 min wall for the whole command.
+# clone, PyTorch's default conv init) on a slow day (0.85-0.92 s an
+# iteration; an earlier day 0.54 s): bbox mAP_50 0.14 / 0.28 / 0.52 / 0.71
+# / 0.77 / 0.80 (mAP 0.06 / 0.13 / 0.27 / 0.44 / 0.49 / 0.53) after epochs
+# 2 / 4 / 6 / 8 / 10 / 12, at 4.2 / 8.4 / 12.4 / 16.5 / 20.6 / 24.6 min of
+# wall time.
 #
 # Model: the official yolov7-tiny, 3 classes. Recipe: the official tiny
 # recipe (yolov7_tiny_coco.py) adapted to 480 images and a 15-minute budget
