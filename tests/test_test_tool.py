@@ -8,11 +8,8 @@ import textwrap
 from pathlib import Path
 
 import torch
-from mmengine.config import Config
-from mmengine.registry import DefaultScope, MODELS
-from torch.nn.modules.batchnorm import _BatchNorm
 
-import mmyolo_ext  # noqa: F401
+from seeded_detector import seeded_detector
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,33 +20,9 @@ def test_deploy_flag_predicts_like_the_unfused_model(tmp_path):
         _base_ = [{str(ROOT / 'configs' / 'yolov7_tiny_demo.py')!r}]
         test_dataloader = dict(dataset=dict(indices=8))
         """))
-    cfg = Config.fromfile(str(cfg_path))
-    torch.manual_seed(0)  # init_weights draws from the global generator
-    with DefaultScope.overwrite_default_scope(cfg.default_scope):
-        model = MODELS.build(cfg.model)
-    model.init_weights()
     # trained-looking BatchNorm statistics and implicit values, so that
-    # folding them has something to fold: statistics measured on forward
-    # passes (arbitrary ones let activations grow layer after layer until
-    # the outputs saturate), then moved a little, and implicit values moved
-    gen = torch.Generator().manual_seed(0)
-    norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # cumulative average
-    model.train()
-    with torch.no_grad():
-        for _ in range(2):
-            model(torch.rand(4, 3, 320, 320, generator=gen), mode='tensor')
-    for norm in norms:
-        norm.momentum = 0.03
-        std = norm.running_var.sqrt()
-        norm.running_mean.add_(
-            torch.randn(std.shape, generator=gen) * 0.1 * std)
-        norm.running_var.mul_(torch.rand(std.shape, generator=gen) + 0.5)
-    for name, tensor in model.state_dict().items():
-        if 'implicit' in name:
-            tensor.add_(torch.randn(tensor.shape, generator=gen) * 0.1)
+    # folding them has something to fold
+    model, _ = seeded_detector(cfg_path, stats_shape=(320, 320))
     ckpt = tmp_path / 'model.pth'
     torch.save(dict(state_dict=model.state_dict(), meta=dict()), ckpt)
 
