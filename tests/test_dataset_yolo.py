@@ -1,8 +1,10 @@
 """YOLODataset: the official YOLO layout read as the official code reads it
 (sources, label lookup, rows, polygons, duplicates, background images, bad
 labels, cache), and the same mAP as the same data in COCO json."""
+import gc
 import logging
 import os
+import time
 from pathlib import Path
 
 import cv2
@@ -55,6 +57,16 @@ def test_label_lookup_rule():
     assert img2label_path(img) == (
         f'{sep}d{sep}images{sep}site{sep}labels{sep}a.b.txt')
     assert img2label_path(f'{sep}d{sep}x.png') == f'{sep}d{sep}x.txt'
+    # the batch version (string methods, the rule once per folder) agrees
+    # with the rule path by path, on the corner cases of the name and folder
+    many = [img, f'{sep}d{sep}x.png', 'x.jpg', f'{sep}x.jpg',
+            f'images{sep}a.jpg', f'{sep}d{sep}images{sep}.hidden.jpg',
+            f'{sep}d{sep}images{sep}..jpg', f'{sep}d{sep}images{sep}.jpg',
+            f'{sep}d.e{sep}images{sep}a.tar.gz.png',
+            f'{sep}d{sep}images{sep}b.JPG', f'{sep}d{sep}images{sep}a.jpg']
+    assert yolo_labels.img2label_paths(many) == [
+        img2label_path(p) for p in many
+    ]
 
 
 def test_split_sources_folder_list_both_and_path_root(tmp_path):
@@ -229,6 +241,136 @@ def test_cache_written_reused_and_invalidated(tmp_path, monkeypatch):
     third = build(data_yaml)
     assert third.scan_summary['cache_state'] == 'written'
     assert third.get_data_info(2)['instances'][0]['bbox_label'] == 1
+
+
+def _infos(dataset) -> list:
+    return [dataset.get_data_info(i) for i in range(len(dataset))]
+
+
+def _rewrite_same_size_and_mtime(path: Path, text: str) -> None:
+    """New content of the same size with the old mtime put back (as
+    ``cp -p`` or an unpacked archive does): only st_ctime tells."""
+    before = path.stat()
+    assert len(text) == before.st_size
+    for _ in range(1000):  # until the kernel's coarse clock has ticked
+        path.write_text(text)
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        if path.stat().st_ctime_ns != before.st_ctime_ns:
+            return
+        time.sleep(0.002)
+    raise AssertionError('st_ctime did not change')
+
+
+def _change_label_in_place(root):
+    _rewrite_same_size_and_mtime(
+        Path(img2label_path(str(root / 'images/train/1.jpg'))),
+        '2 0.5 0.5 0.2 0.2\n')  # class 1 -> 2, same size and mtime
+
+
+def _replace_image(root):
+    write_image(root / 'images/train/1.jpg', W + 8, H)
+
+
+def _add_image(root):
+    write_image(root / 'images/train/3.jpg')
+
+
+def _remove_image(root):
+    (root / 'images/train/0.jpg').unlink()
+
+
+def _add_label(root):  # the background image gets a label file
+    write_label(root, 'images/train/2.jpg', '0 0.5 0.5 0.4 0.4\n')
+
+
+def _remove_label(root):
+    Path(img2label_path(str(root / 'images/train/1.jpg'))).unlink()
+
+
+def _add_other_files(root):
+    (root / 'images/train/notes.md').write_text('not an image')
+    write_label(root, 'images/train/orphan.jpg', '0 0.5 0.5 0.2 0.2\n')
+
+
+def _read_every_file(root):
+    for path in root.rglob('*'):
+        if path.is_file() and not path.name.endswith('.npz'):
+            path.read_bytes()
+
+
+@pytest.mark.parametrize('change, rebuilt', [
+    (_change_label_in_place, True),
+    (_replace_image, True),
+    (_add_image, True),
+    (_remove_image, True),
+    (_add_label, True),
+    (_remove_label, True),
+    (_add_other_files, False),  # outside the listing
+    (_read_every_file, False),
+])
+def test_cache_fingerprint_rules(tmp_path, monkeypatch, change, rebuilt):
+    """Each change of an image or label file of the listing rebuilds the
+    cache; files outside the listing and reads do not. Either way the infos
+    are those of a scan without the cache."""
+    root = tmp_path / 'ds'
+    for i in range(3):
+        write_image(root / f'images/train/{i}.jpg')
+    for i in range(2):  # 2.jpg: a background image, no label file
+        write_label(root, f'images/train/{i}.jpg', f'{i} 0.5 0.5 0.2 0.2\n')
+    data_yaml = write_yaml(root / 'data.yaml', 'train: images/train')
+    assert build(data_yaml).scan_summary['cache_state'] == 'written'
+    change(root)
+    with monkeypatch.context() as m:
+        if not rebuilt:
+            m.setattr(yolo_labels, 'parse_label_file', None)  # not called
+        dataset = build(data_yaml)
+    assert dataset.scan_summary['cache_state'] == (
+        'written' if rebuilt else 'loaded')
+    assert _infos(dataset) == _infos(build(data_yaml, use_cache=False))
+
+
+def test_cache_follows_the_parse_settings(tmp_path):
+    root = tmp_path / 'ds'
+    write_image(root / 'images/train/a.jpg')
+    write_label(root, 'images/train/a.jpg', '0 1.003 0.5 0.1 0.1\n')
+    data_yaml = write_yaml(root / 'data.yaml', 'train: images/train')
+    assert len(build(data_yaml)) == 1  # within the default tolerance
+    strict = build(data_yaml, tolerance=0.001)
+    assert strict.scan_summary['cache_state'] == 'written'
+    assert len(strict) == 0 and 'outside' in strict.scan_bad_labels[0]
+    assert build(data_yaml, tolerance=0.001).scan_summary[
+        'cache_state'] == 'loaded'
+
+
+def test_serialized_infos_and_paused_gc(tmp_path):
+    """The one-buffer serialization gives mmengine's infos (those of the
+    unserialized dataset), subsets included; the collector's state is put
+    back after loading."""
+    root = tmp_path / 'ds'
+    for i in range(5):
+        write_image(root / f'images/train/{i}.jpg')
+        write_label(root, f'images/train/{i}.jpg',
+                    '0 0.5 0.5 0.2 0.2\n' * (i % 3) + '1 0.3 0.3 0.1 0.1\n')
+    data_yaml = write_yaml(root / 'data.yaml', 'train: images/train')
+    assert gc.isenabled()
+    serialized = build(data_yaml)
+    assert gc.isenabled()
+    plain = build(data_yaml, serialize_data=False)
+    assert serialized.data_bytes.dtype == np.uint8
+    assert _infos(serialized) == _infos(plain)
+    subset = serialized.get_subset([3, 1])
+    assert [d['img_path'] for d in _infos(subset)] == [
+        plain.get_data_info(i)['img_path'] for i in (3, 1)
+    ]
+    assert [d['instances'] for d in _infos(subset)] == [
+        plain.get_data_info(i)['instances'] for i in (3, 1)
+    ]
+    gc.disable()
+    try:
+        build(data_yaml)
+        assert not gc.isenabled()  # left as it was
+    finally:
+        gc.enable()
 
 
 def test_mosaic_training_pipeline(tmp_path):

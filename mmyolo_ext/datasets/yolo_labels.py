@@ -18,9 +18,15 @@ A row with an error makes the scan skip that image (as the official
 
 The cache (``<labels dir>.cache.npz``, plain arrays loaded with
 ``allow_pickle=False``: nothing is unpickled) holds every image's size,
-boxes and messages, keyed by a hash of the paths, sizes and modification
-times of all images and label files and of the parse settings; any change
-rebuilds it.
+boxes and messages, keyed by one fingerprint of the listing
+(:func:`files_hash`): the paths of all images and label files, each one's
+size, modification time and status-change time (``st_ctime``, which a
+write always moves, even when the mtime is set back), and the parse
+settings. Any image or label file changed, added or removed rebuilds it;
+files outside the listing (a non-image file, a label file of no listed
+image) do not. Checking it costs one ``os.stat`` per file, gathered into
+an array and hashed at once; the image paths are not stored (the
+fingerprint covers them), so a valid cache is a handful of arrays.
 """
 import hashlib
 import json
@@ -33,7 +39,7 @@ import numpy as np
 
 from .bad_images import BadImageError, probe_image
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: listing fingerprint with ctime, no img_files
 DEFAULT_TOLERANCE = 0.005  # ~3 px at 640: rounding, not a wrong label
 
 
@@ -53,16 +59,24 @@ def img2label_path(img_path: str) -> str:
 
 def img2label_paths(img_paths: Sequence[str]) -> List[str]:
     """:func:`img2label_path` of each path, the folder rule worked out once
-    per folder (a split of 100k images sits in a few folders)."""
+    per folder (a split of 100k images sits in a few folders) and the
+    name's stem cut with plain string methods."""
     label_dirs: Dict[str, str] = {}
     out = []
+    append = out.append
     for path in img_paths:
-        folder, name = osp.split(path)
+        cut = path.rfind(os.sep) + 1
+        folder, name = path[:cut], path[cut:]  # folder keeps its separator
         label_dir = label_dirs.get(folder)
-        if label_dir is None:  # the rule on the folder (with a separator)
-            label_dir = label_dirs[folder] = osp.dirname(
-                img2label_path(osp.join(folder, 'x.x')))
-        out.append(osp.join(label_dir, osp.splitext(name)[0] + '.txt'))
+        if label_dir is None:  # the rule on the folder: 'x.txt' cut off
+            label_dir = label_dirs[folder] = img2label_path(
+                folder + 'x.x')[:-len('x.txt')]
+        dot = name.rfind('.')
+        if dot <= 0 or name[0] == '.':  # leading dots: as osp.splitext
+            stem = osp.splitext(name)[0]
+        else:
+            stem = name[:dot]
+        append(f'{label_dir}{stem}.txt')
     return out
 
 
@@ -151,23 +165,39 @@ def _parse_row(fields: Sequence[str], num_classes: int,
     return (cls, (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1), None
 
 
-def _stat_key(path: str) -> str:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return f'{path}\0-'
-    return f'{path}\0{st.st_size}\0{st.st_mtime_ns}'
+def file_stats(paths: Sequence[str]) -> np.ndarray:
+    """int64 ``(n, 3)``: size, ``st_mtime_ns`` and ``st_ctime_ns`` of each
+    path, ``-1`` for one that cannot be stat'ed (a missing label file)."""
+    flat: List[int] = []
+    stat = os.stat
+    for path in paths:  # one syscall each; the rest stays out of the loop
+        try:
+            st = stat(path)
+        except OSError:
+            flat += (-1, -1, -1)
+            continue
+        flat += (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    return np.array(flat, np.int64).reshape(-1, 3)
+
+
+def _path_bytes(paths: Sequence[str]) -> bytes:
+    # NUL cannot be in a path; surrogates: names that are not UTF-8
+    return '\0'.join(paths).encode('utf-8', 'surrogateescape')
 
 
 def files_hash(img_files: Sequence[str], label_files: Sequence[str],
                settings: dict) -> str:
-    """Hash of the paths, sizes and modification times of every image and
-    label file (a missing one counts too), and of the parse settings."""
+    """The fingerprint of a listing: one hash of the parse settings, the
+    paths of every image and label file, and their :func:`file_stats` (a
+    missing file counts too)."""
     h = hashlib.sha256(json.dumps(dict(settings, v=CACHE_VERSION),
                                   sort_keys=True).encode())
-    for path in (*img_files, *label_files):
-        h.update(_stat_key(path).encode())
-        h.update(b'\n')
+    h.update(np.array([len(img_files), len(label_files)], np.int64)
+             .tobytes())
+    h.update(_path_bytes(img_files))
+    h.update(b'\1')
+    h.update(_path_bytes(label_files))
+    h.update(file_stats([*img_files, *label_files]).tobytes())
     return h.hexdigest()
 
 
@@ -231,7 +261,6 @@ class LabelScan:
                     f,
                     version=np.array(CACHE_VERSION),
                     hash=np.array(key),
-                    img_files=np.array(self.img_files, dtype=str),
                     messages=np.array(json.dumps(
                         {str(i): m for i, m in self.messages.items()})),
                     **{k: getattr(self, k) for k in self.ARRAYS})
@@ -241,20 +270,25 @@ class LabelScan:
                 os.remove(tmp)
 
     @classmethod
-    def load(cls, path: str, key: str) -> Optional['LabelScan']:
-        """The cache at ``path`` if it was written for ``key``, else None."""
+    def load(cls, path: str, key: str,
+             img_files: List[str]) -> Optional['LabelScan']:
+        """The cache at ``path`` if it was written for ``key``, else None.
+        ``key`` covers the paths, so the cache is that of ``img_files``."""
         try:
             with np.load(path, allow_pickle=False) as cache:
                 if (int(cache['version']) != CACHE_VERSION
                         or str(cache['hash']) != key):
                     return None
                 messages = json.loads(str(cache['messages']))
-                return cls(
-                    img_files=cache['img_files'].tolist(),
+                scan = cls(
+                    img_files=img_files,
                     messages={int(i): tuple(m) for i, m in messages.items()},
                     **{k: cache[k] for k in cls.ARRAYS})
         except (OSError, ValueError, KeyError):
             return None  # none yet, or unreadable: rebuilt
+        if len(scan.sizes) != len(img_files):
+            return None  # cannot be, with the same key; never trusted
+        return scan
 
     def raise_first(self, start: int = 0) -> None:
         """Raise on the first error of an image from index ``start``."""
@@ -333,7 +367,7 @@ def scan_labels(img_files: Sequence[str],
     if use_cache:
         state['cache'] = cache = cache_path_for(label_files, split)
         key = files_hash(img_files, label_files, settings)
-        scan = LabelScan.load(cache, key)
+        scan = LabelScan.load(cache, key, list(img_files))
         if scan is not None:
             state['cache_state'] = 'loaded'
             if strict:
