@@ -36,7 +36,7 @@ import os.path as osp
 import shutil
 import tempfile
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -108,7 +108,10 @@ def render_image(rng: np.random.Generator,
                  num_objects: Tuple[int, int] = (1, 8),
                  extent_range: Optional[Tuple[float, float]] = None,
                  min_visible: float = 0.6,
-                 max_tries: int = 30) -> Tuple[np.ndarray, List[Dict]]:
+                 max_tries: int = 30,
+                 background: Optional[Callable[[np.random.Generator, int],
+                                               np.ndarray]] = None,
+                 min_contrast: int = 200) -> Tuple[np.ndarray, List[Dict]]:
     """Render one image and its objects.
 
     Args:
@@ -121,6 +124,12 @@ def render_image(rng: np.random.Generator,
             at 320 px, in proportion at other sizes.
         min_visible (float): Least visible share of every object's area.
         max_tries (int): Placements tried per object.
+        background (callable, optional): ``(rng, size) -> HxWx3 uint8``
+            image to draw on. Defaults to smooth colour fields with line
+            clutter.
+        min_contrast (int): Least L1 distance (sum over BGR) between an
+            object's colour and the mean background under it, where 20
+            draws find one. Defaults to 200.
 
     Returns:
         tuple: the BGR image (uint8) and one dict per object with ``label``
@@ -129,7 +138,7 @@ def render_image(rng: np.random.Generator,
     """
     if extent_range is None:
         extent_range = (size * 12 / 320, size * 120 / 320)
-    img = _background(rng, size)
+    img = (background or _background)(rng, size)
     owner = np.full((size, size), -1, np.int32)  # which object shows where
     areas: List[int] = []
     objects: List[Dict] = []
@@ -157,7 +166,7 @@ def render_image(rng: np.random.Generator,
         under = img[mask].mean(0)
         for _ in range(20):
             colour = rng.integers(0, 256, 3)
-            if np.abs(colour - under).sum() >= 200:
+            if np.abs(colour - under).sum() >= min_contrast:
                 break
         _draw(img, label, extent, cx, cy, poly,
               tuple(int(c) for c in colour))
@@ -177,13 +186,30 @@ def render_image(rng: np.random.Generator,
     return img, objects
 
 
-def _write_split(root: str, split_index: int, split: str, num_images: int,
-                 size: int, seed: int) -> None:
+def write_split(root: str,
+                split_index: int,
+                split: str,
+                num_images: int,
+                size: int,
+                seed: int,
+                classes: Sequence[str] = SHAPE_CLASSES,
+                **render_kwargs) -> None:
+    """Write ``root/<split>/*.jpg`` and
+    ``root/annotations/instances_<split>.json``.
+
+    Image ``i`` draws from ``default_rng([seed, split_index, i])``;
+    ``render_kwargs`` go to :func:`render_image`. With one name in
+    ``classes`` every shape is that class; otherwise ``classes`` names
+    the shapes of :data:`SHAPE_CLASSES`.
+    """
+    if len(classes) not in (1, len(SHAPE_CLASSES)):
+        raise ValueError(f'classes={classes!r}: one name (every shape) or '
+                         f'one per shape of {SHAPE_CLASSES}')
     os.makedirs(osp.join(root, split))
     images, annotations = [], []
     for i in range(num_images):
         rng = np.random.default_rng([seed, split_index, i])
-        img, objects = render_image(rng, size)
+        img, objects = render_image(rng, size, **render_kwargs)
         file_name = f'{i:06d}.jpg'
         cv2.imwrite(
             osp.join(root, split, file_name), img,
@@ -195,13 +221,14 @@ def _write_split(root: str, split_index: int, split: str, num_images: int,
                 dict(
                     id=len(annotations) + 1,
                     image_id=i + 1,
-                    category_id=obj['label'] + 1,
+                    category_id=(obj['label'] if len(classes) > 1 else
+                                 0) + 1,
                     bbox=obj['bbox'],
                     area=obj['area'],
                     iscrowd=0))
     categories = [
         dict(id=k + 1, name=name, supercategory='shape')
-        for k, name in enumerate(SHAPE_CLASSES)
+        for k, name in enumerate(classes)
     ]
     with open(osp.join(root, 'annotations', f'instances_{split}.json'),
               'w') as f:
@@ -234,22 +261,41 @@ def generate_shapes_dataset(root: str,
     spec = dict(
         version=FORMAT_VERSION,
         num_train=num_train, num_val=num_val, img_size=img_size, seed=seed)
+    if not osp.isdir(root):
+        for name, value in spec.items():
+            if not isinstance(value, int) or value < (
+                    32 if name == 'img_size' else 0):
+                raise ValueError(f'generate_shapes_dataset: {name}={value!r}'
+                                 ' must be a non-negative int (img_size >= '
+                                 '32)')
+
+    def write(tmp: str) -> None:
+        for split_index, (split, num) in enumerate(
+                zip(SPLITS, (num_train, num_val))):
+            write_split(tmp, split_index, split, num, img_size, seed)
+
+    return write_dataset_once(root, spec, write)
+
+
+def write_dataset_once(root: str, spec: Dict,
+                       write: Callable[[str], None]) -> bool:
+    """Make ``root`` by ``write(tmp)`` into a private directory (with an
+    ``annotations/`` folder) and one rename, unless ``root`` exists; an
+    existing one must hold the same ``spec.json``.
+
+    Returns:
+        bool: True when this call wrote it, False when it existed already
+        (or another process wrote it first).
+    """
     if osp.isdir(root):
         _check_spec(root, spec)
         return False
-    for name, value in spec.items():
-        if not isinstance(value, int) or value < (32 if name == 'img_size'
-                                                  else 0):
-            raise ValueError(f'generate_shapes_dataset: {name}={value!r} '
-                             'must be a non-negative int (img_size >= 32)')
     parent = osp.dirname(osp.abspath(root))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix='.tmp_shapes_', dir=parent)
     try:
         os.makedirs(osp.join(tmp, 'annotations'))
-        for split_index, (split, num) in enumerate(
-                zip(SPLITS, (num_train, num_val))):
-            _write_split(tmp, split_index, split, num, img_size, seed)
+        write(tmp)
         with open(osp.join(tmp, 'spec.json'), 'w') as f:
             json.dump(spec, f)
         try:
@@ -274,7 +320,8 @@ def export_yolo_layout(root: str, out: str) -> str:
         out/labels/{train,val}/000000.txt ...  rows "class cx cy w h"
 
     The same boxes: each COCO box ``x y w h`` (pixels) becomes a row
-    normalized by the image's size, written with 10 significant digits.
+    normalized by the image's size, written with 10 significant digits; the
+    class is the rank of its category id, the names those of the json.
 
     Args:
         root (str): The COCO-format shapes dataset.
@@ -296,6 +343,10 @@ def export_yolo_layout(root: str, out: str) -> str:
             with open(osp.join(root, 'annotations',
                                f'instances_{split}.json')) as f:
                 coco = json.load(f)
+            # class index = rank of the category id (names from the json)
+            categories = sorted(coco['categories'], key=lambda c: c['id'])
+            class_index = {c['id']: k for k, c in enumerate(categories)}
+            names = [c['name'] for c in categories]
             rows: Dict[int, List[str]] = {im['id']: [] for im in
                                           coco['images']}
             sizes = {im['id']: (im['width'], im['height'])
@@ -306,7 +357,7 @@ def export_yolo_layout(root: str, out: str) -> str:
                 values = ((x + w / 2) / width, (y + h / 2) / height,
                           w / width, h / height)
                 rows[ann['image_id']].append(
-                    ' '.join([str(ann['category_id'] - 1)] +
+                    ' '.join([str(class_index[ann['category_id']])] +
                              [f'{v:.10g}' for v in values]))
             os.makedirs(osp.join(tmp, 'images', split))
             os.makedirs(osp.join(tmp, 'labels', split))
@@ -324,8 +375,8 @@ def export_yolo_layout(root: str, out: str) -> str:
         with open(osp.join(tmp, 'data.yaml'), 'w') as f:
             f.write('# the synthetic shapes data in the official YOLO layout\n'
                     'train: images/train\nval: images/val\n'
-                    f'nc: {len(SHAPE_CLASSES)}\n'
-                    f'names: {json.dumps(list(SHAPE_CLASSES))}\n')
+                    f'nc: {len(names)}\n'
+                    f'names: {json.dumps(names)}\n')
         try:
             os.rename(tmp, out)
         except OSError:
