@@ -130,3 +130,37 @@ def test_variable_of_a_base_file_is_recomputed_there():
     with pytest.raises(ValueError, match='input_size=.*literal'):
         load_config(str(ROOT / 'configs' / 'yolov7_tiny_coco.py'),
                     dict(input_size=object()))
+
+
+@pytest.mark.parametrize('batch, options, accumulate, warmup', [
+    (4, {}, 4, 100),  # small data: nominal batch 16, warm-up floor 100
+    (4, dict(nominal_batch_size=64, warmup_min_iters=1000), 16, 1000),
+])
+def test_small_data_accumulation_and_warmup(batch, options, accumulate,
+                                            warmup, yolo_data):
+    """The official train.py's rules, re-derived: accumulate
+    max(round(nbs / batch), 1) iterations, weight decay scaled by
+    batch * accumulate / nbs, warm-up max(3 epochs, floor) iterations."""
+    from types import SimpleNamespace
+
+    from mmengine.registry import init_default_scope
+    from mmyolo_ext.registry import HOOKS, OPTIM_WRAPPER_CONSTRUCTORS
+    cfg = load_config(
+        str(CONFIGS['tiny']),
+        dict(data_yaml=yolo_data['one'], train_batch_size_per_gpu=batch,
+             **options))
+    init_default_scope('mmyolo')
+    nbs = options.get('nominal_batch_size', 16)
+    wrapper_cfg = cfg.optim_wrapper.copy()
+    constructor = OPTIM_WRAPPER_CONSTRUCTORS.build(
+        dict(type=wrapper_cfg.pop('constructor'),
+             optim_wrapper_cfg=wrapper_cfg,
+             paramwise_cfg=wrapper_cfg.pop('paramwise_cfg')))
+    wrapper = constructor(MODELS.build(cfg.model))
+    assert wrapper._accumulative_counts == max(round(nbs / batch), 1)
+    assert wrapper._accumulative_counts == accumulate
+    decay = wrapper.optimizer.param_groups[1]['weight_decay']
+    assert decay == pytest.approx(0.0005 * batch * accumulate / nbs)
+    hook = HOOKS.build(cfg.default_hooks.param_scheduler)
+    epoch_of_15 = SimpleNamespace(train_dataloader=range(15))  # 58 images
+    assert hook._warmup_iters(epoch_of_15) == max(3 * 15, warmup)
