@@ -10,15 +10,18 @@ from pathlib import Path
 import pytest
 import torch
 
+from concurrent_runs import command, run_all
+
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / 'tests' / 'toy'
 
 
 def run(args, cwd, **env_extra):
+    """``args`` as a process: call the result, or start it by
+    :func:`run_all` alongside others."""
     env = dict(os.environ, PYTHONPATH=f'{TOY}{os.pathsep}{ROOT}',
                OMP_NUM_THREADS='1', **env_extra)
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return command(args, cwd=cwd, env=env, timeout=300)
 
 
 def scalars(work_dir: Path) -> list:
@@ -34,6 +37,7 @@ PLAIN_MMENGINE_TRAIN = (
     'from mmengine.runner import Runner; '
     'cfg = Config.fromfile(sys.argv[1]); cfg.work_dir = sys.argv[2]; '
     'Runner.from_cfg(cfg).train()')
+LOAD = 'import sys, torch; torch.load(sys.argv[1])'
 
 
 def killed(out: subprocess.CompletedProcess) -> bool:
@@ -44,22 +48,67 @@ def killed(out: subprocess.CompletedProcess) -> bool:
 sys.path.insert(0, str(TOY))
 
 
-def test_plain_mmengine_checkpoint_needs_the_fix(tmp_path):
+@pytest.fixture(scope='module')
+def toy_runs(tmp_path_factory):
+    """The toy runs the resume tests read, independent ones at once.
+
+    * ``plain``: a plain mmengine run (no mmyolo_ext), killed after
+      iteration 4; then, in its work dir, resumed by our tools/train.py
+      (``--resume``), and its iteration-4 checkpoint loaded by plain torch
+      and after ``import mmyolo_ext``;
+    * ``ours``: our tools/train.py, killed after iteration 4, then resumed
+      from an explicit checkpoint path (``--resume PATH``);
+    * ``whole``: our tools/train.py for all 8 iterations.
+
+    Returns:
+        dict: the work dirs, the ``CompletedProcess`` of every step and the
+        files of the killed plain run before its resume.
+    """
+    tmp = tmp_path_factory.mktemp('toy_runs')
+    plain, ours, whole = tmp / 'plain', tmp / 'ours', tmp / 'whole'
+    train = [sys.executable, str(ROOT / 'tools' / 'train.py'),
+             str(TOY / 'toy_runner.py')]
+    out = dict(dirs=dict(plain=plain, ours=ours, whole=whole))
+
+    def plain_chain():
+        out['plain_killed'] = run(
+            [sys.executable, '-c', PLAIN_MMENGINE_TRAIN,
+             str(TOY / 'toy_runner.py'), str(plain)], tmp, TOY_KILL_AT='4')()
+        out['plain_files'] = sorted(
+            p.name for p in plain.iterdir()) if plain.is_dir() else []
+        ckpt = str(plain / 'iter_4.pth')
+        (out['plain_resumed'], out['load_plain'],
+         out['load_fixed']) = run_all(
+            run([*train, '--work-dir', str(plain), '--resume'], tmp),
+            run([sys.executable, '-c', LOAD, ckpt], tmp),
+            run([sys.executable, '-c', 'import mmyolo_ext; ' + LOAD, ckpt],
+                tmp))
+
+    def ours_chain():
+        ours_train = [*train, '--work-dir', str(ours)]
+        out['ours_killed'] = run(ours_train, tmp, TOY_KILL_AT='4')()
+        out['ours_resumed'] = run(
+            [*ours_train, '--resume', str(ours / 'iter_2.pth')], tmp)()
+
+    def whole_run():
+        out['whole'] = run([*train, '--work-dir', str(whole)], tmp)()
+
+    run_all(plain_chain, ours_chain, whole_run)
+    return out
+
+
+def test_plain_mmengine_checkpoint_needs_the_fix(toy_runs):
     """Without mmyolo_ext, torch's weights_only loader refuses mmengine's
     checkpoint: this is the failure the fix exists for."""
-    out = run([sys.executable, '-c', PLAIN_MMENGINE_TRAIN,
-               str(TOY / 'toy_runner.py'), str(tmp_path)], tmp_path,
-              TOY_KILL_AT='4')
+    out = toy_runs['plain_killed']
     assert killed(out), out.stderr[-3000:]
-    ckpt = tmp_path / 'iter_4.pth'
-    check = 'import sys, torch; torch.load(sys.argv[1])'
-    plain = run([sys.executable, '-c', check, str(ckpt)], tmp_path)
+    assert 'iter_4.pth' in toy_runs['plain_files']
+    plain = toy_runs['load_plain']
     if plain.returncode == 0:
         pytest.skip(f'torch {torch.__version__} loads mmengine checkpoints '
                     'without the fix')
     assert 'HistoryBuffer' in plain.stderr
-    fixed = run([sys.executable, '-c', 'import mmyolo_ext; ' + check,
-                 str(ckpt)], tmp_path)
+    fixed = toy_runs['load_fixed']
     assert fixed.returncode == 0, fixed.stderr[-3000:]
 
 
@@ -79,22 +128,18 @@ def test_fix_refuses_other_getattr_calls():
 
 
 def test_resume_plain_mmengine_checkpoint_continues_like_an_uninterrupted_run(
-        tmp_path):
+        toy_runs):
     """A plain mmengine run (no mmyolo_ext) killed after iteration 4 is
     resumed by our tools/train.py; it ends with the same losses and weights as
     a run of 8 iterations without a stop (deterministic CPU run)."""
-    stopped, whole = tmp_path / 'stopped', tmp_path / 'whole'
-    out = run([sys.executable, '-c', PLAIN_MMENGINE_TRAIN,
-               str(TOY / 'toy_runner.py'), str(stopped)], tmp_path,
-              TOY_KILL_AT='4')
+    stopped, whole = toy_runs['dirs']['plain'], toy_runs['dirs']['whole']
+    out = toy_runs['plain_killed']
     assert killed(out), out.stderr[-3000:]
-    assert not (stopped / 'iter_6.pth').exists()
-    train = [sys.executable, str(ROOT / 'tools' / 'train.py'),
-             str(TOY / 'toy_runner.py')]
-    resumed = run([*train, '--work-dir', str(stopped), '--resume'], tmp_path)
+    assert 'iter_6.pth' not in toy_runs['plain_files']
+    resumed = toy_runs['plain_resumed']
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert 'resumed epoch: 0, iter: 4' in resumed.stdout + resumed.stderr
-    out = run([*train, '--work-dir', str(whole)], tmp_path)
+    out = toy_runs['whole']
     assert out.returncode == 0, out.stderr[-3000:]
 
     logs = {d: [r for r in scalars(d) if 'loss' in r] for d in (stopped,
@@ -111,16 +156,14 @@ def test_resume_plain_mmengine_checkpoint_continues_like_an_uninterrupted_run(
                                ends[1]['optimizer']['state'])
 
 
-def test_resume_our_run_by_checkpoint_path(tmp_path):
+def test_resume_our_run_by_checkpoint_path(toy_runs):
     """A run of our tools/train.py, killed, resumes from an explicit
     checkpoint path (--resume PATH) and finishes."""
-    train = [sys.executable, str(ROOT / 'tools' / 'train.py'),
-             str(TOY / 'toy_runner.py'), '--work-dir', str(tmp_path)]
-    assert killed(run(train, tmp_path, TOY_KILL_AT='4'))
-    out = run([*train, '--resume', str(tmp_path / 'iter_2.pth')], tmp_path)
+    assert killed(toy_runs['ours_killed'])
+    out = toy_runs['ours_resumed']
     assert out.returncode == 0, out.stderr[-3000:]
     assert 'resumed epoch: 0, iter: 2' in out.stdout + out.stderr
-    assert (tmp_path / 'iter_8.pth').exists()
+    assert (toy_runs['dirs']['ours'] / 'iter_8.pth').exists()
 
 
 def test_dist_train_two_cpu_processes(tmp_path):
@@ -131,7 +174,7 @@ def test_dist_train_two_cpu_processes(tmp_path):
     out = run(['bash', str(ROOT / 'tools' / 'dist_train.sh'),
                str(TOY / 'toy_runner.py'), '2', '--work-dir', str(tmp_path)],
               tmp_path, PYTHON=sys.executable, PORT='29517',
-              CUDA_VISIBLE_DEVICES='')
+              CUDA_VISIBLE_DEVICES='')()
     log = out.stdout + out.stderr
     assert out.returncode == 0, log[-3000:]
     assert 'Distributed launcher: pytorch' in log

@@ -140,8 +140,18 @@ def train(rank: int, world: int, out: str, port: int) -> None:
 def test_two_gloo_processes_equal_one_process(tmp_path):
     if torch.cuda.is_available():
         pytest.skip('the CPU/gloo path; nccl runs in tools/gpu_selfcheck.py')
-    mp.spawn(train, args=(2, str(tmp_path), free_port()), nprocs=2)
-    train(0, 1, str(tmp_path), 0)
+    # the single process here while the two ranks run (each process is
+    # single-threaded)
+    ranks = mp.start_processes(train, args=(2, str(tmp_path), free_port()),
+                               nprocs=2, join=False, start_method='spawn')
+    try:
+        train(0, 1, str(tmp_path), 0)
+        while not ranks.join():
+            pass
+    finally:
+        for process in ranks.processes:
+            if process.is_alive():
+                process.terminate()
     single = torch.load(tmp_path / 'world1_rank0.pth')
     assert len(single['grads']) == ITERS // ACCUMULATE
     for rank in range(2):

@@ -10,6 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 from mmdet.structures import DetDataSample
 from mmengine.config import Config
@@ -17,11 +18,19 @@ from mmengine.hooks import EMAHook
 from mmdet.models.layers import ExpMomentumEMA
 from seeded_detector import DEMO_CONFIG, ROOT, seeded_detector
 
+from mmyolo_ext.datasets import generate_shapes_dataset
 from mmyolo_ext.deploy import (is_deploy_checkpoint, load_detector,
                                reparameterize)
 from mmyolo_ext.deploy.checkpoint import deploy_checkpoint
 
 TOOL = ROOT / 'tools' / 'reparameterize.py'
+
+
+@pytest.fixture(scope='module')
+def demo_model():
+    """The seeded demo detector, built once; each test takes a copy."""
+    model, _ = seeded_detector()
+    return model
 
 
 def run_tool(*args) -> None:
@@ -78,8 +87,8 @@ def ema_checkpoint(model) -> tuple:
     return ckpt, hook.ema_model.module
 
 
-def test_deploy_checkpoint_keeps_the_ema_weights(tmp_path):
-    model, _ = seeded_detector()
+def test_deploy_checkpoint_keeps_the_ema_weights(tmp_path, demo_model):
+    model = copy.deepcopy(demo_model)
     ckpt, ema_module = ema_checkpoint(model)
     torch.save(ckpt, tmp_path / 'train.pth')
     inputs = torch.rand(2, 3, 128, 160, generator=torch.Generator()
@@ -112,42 +121,57 @@ def test_deploy_checkpoint_keeps_the_ema_weights(tmp_path):
     assert max((a - b).abs().max() for a, b in zip(ema_raw, raw_raw)) > 1e-2
 
 
-def test_test_tool_loads_a_deploy_checkpoint_without_flag(tmp_path):
-    model, _ = seeded_detector()
+def test_test_tool_loads_a_deploy_checkpoint_without_flag(tmp_path,
+                                                         demo_model):
+    model = demo_model
     ckpt = tmp_path / 'train.pth'
     torch.save(dict(state_dict=model.state_dict(), meta=dict()), ckpt)
     run_tool(DEMO_CONFIG, ckpt, tmp_path / 'deploy.pth')
 
+    # the demo's first 4 validation images (image i of a split is drawn
+    # from its own seed: the same images as in data/shapes/)
+    data_root = str(tmp_path / 'shapes') + '/'
+    generate_shapes_dataset(data_root, num_train=0, num_val=4)
     cfg_path = tmp_path / 'small_demo_test.py'
     cfg_path.write_text(textwrap.dedent(f"""
         _base_ = [{str(DEMO_CONFIG)!r}]
+        data_root = {data_root!r}
         test_dataloader = dict(
             batch_size=4, num_workers=0, persistent_workers=False,
-            dataset=dict(indices=4))
+            dataset=dict(data_root=data_root,
+                         generate=dict(num_train=0, num_val=4), indices=4))
+        test_evaluator = dict(
+            ann_file=data_root + 'annotations/instances_val.json')
         """))
     out = tmp_path / 'pred.pkl'
-    run = subprocess.run(
+    # the command line runs while this process computes the reference
+    # (it is single-threaded)
+    tool = subprocess.Popen(
         [sys.executable, str(ROOT / 'tools' / 'test.py'), str(cfg_path),
          str(tmp_path / 'deploy.pth'), '--out', str(out), '--work-dir',
          str(tmp_path / 'work')],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-        env=dict(os.environ, OMP_NUM_THREADS='1'))
-    log = run.stdout + run.stderr
-    assert run.returncode == 0, log[-3000:]
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    try:
+        # reference: the unfused training model on the same batch,
+        # in-process
+        from mmengine.registry import DefaultScope
+        from mmengine.runner import Runner
+        cfg = Config.fromfile(str(cfg_path))
+        with DefaultScope.overwrite_default_scope(cfg.default_scope):
+            loader = Runner.build_dataloader(cfg.test_dataloader)
+            batch = next(iter(loader))
+            with torch.no_grad():
+                plain = model.test_step(batch)
+        log, _ = tool.communicate(timeout=600)
+    finally:
+        tool.kill()
+    assert tool.returncode == 0, log[-3000:]
     assert 'Model re-parameterized for deployment' in log
     assert 'unexpected key' not in log and 'missing keys' not in log
     with open(out, 'rb') as f:
         fused = pickle.load(f)
 
-    # reference: the unfused training model on the same batch, in-process
-    from mmengine.registry import DefaultScope
-    from mmengine.runner import Runner
-    cfg = Config.fromfile(str(cfg_path))
-    with DefaultScope.overwrite_default_scope(cfg.default_scope):
-        loader = Runner.build_dataloader(cfg.test_dataloader)
-        batch = next(iter(loader))
-        with torch.no_grad():
-            plain = model.test_step(batch)
     assert [p['img_id'] for p in fused] == [p.img_id for p in plain]
     assert_same([_instances(p['pred_instances']) for p in fused],
                 [p.pred_instances for p in plain])
