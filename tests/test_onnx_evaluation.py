@@ -31,7 +31,17 @@ def coco_map(results, ann_file, classes):
     return metric.evaluate(len(results))['coco/bbox_mAP']
 
 
-def test_onnx_model_evaluates_like_pytorch(tmp_path, monkeypatch):
+@pytest.fixture(scope='module')
+def calibrated():
+    """The calibrated demo detector, built once; each test takes a copy
+    (the small config below changes the data only, not the model)."""
+    model, _ = calibrated_detector(
+        Config.fromfile(str(ROOT / 'configs' / 'yolov7_tiny_demo.py')))
+    return model
+
+
+def test_onnx_model_evaluates_like_pytorch(tmp_path, monkeypatch,
+                                           calibrated):
     cfg_path = tmp_path / 'small_demo.py'
     cfg_path.write_text(textwrap.dedent(f"""
         _base_ = [{str(ROOT / 'configs' / 'yolov7_tiny_demo.py')!r}]
@@ -44,8 +54,7 @@ def test_onnx_model_evaluates_like_pytorch(tmp_path, monkeypatch):
                              'annotations/instances_val.json')
         test_evaluator = val_evaluator
         """))
-    cfg = Config.fromfile(str(cfg_path))
-    model, _ = calibrated_detector(cfg)
+    model = copy.deepcopy(calibrated)
     ckpt = tmp_path / 'model.pth'
     torch.save(dict(state_dict=model.state_dict(), meta=dict()), ckpt)
     onnx_file = tmp_path / 'model.onnx'
@@ -109,10 +118,10 @@ def test_onnx_model_evaluates_like_pytorch(tmp_path, monkeypatch):
             assert close.any(), (box, score, label)
 
 
-def test_onnx_export_with_nms_is_refused(tmp_path):
+def test_onnx_export_with_nms_is_refused(tmp_path, calibrated):
     from mmyolo_ext.deploy.onnxruntime_detector import ONNXRuntimeDetector
     cfg = Config.fromfile(str(ROOT / 'configs' / 'yolov7_tiny_demo.py'))
-    model, _ = calibrated_detector(cfg)
+    model = copy.deepcopy(calibrated)
     onnx_file = tmp_path / 'e2e.onnx'
     export_onnx(model, str(onnx_file), (160, 160), nms='onnx')
     with pytest.raises(ValueError, match='exported with --nms onnx'):

@@ -67,6 +67,21 @@ def train(model, data):
     return torch.tensor(losses, dtype=torch.float64), first_grads
 
 
+@pytest.fixture(scope='module')
+def eager_first_step():
+    """The NCHW eager model's first step on ``batches(1)``, the reference
+    of the channels_last and compiled steps: the loss and the gradients
+    (what :func:`train` returns for its first iteration)."""
+    model = build_demo_model()
+    images, samples = batches(1)[0]
+    loss, _ = model.parse_losses(model.loss(images, samples))
+    loss.backward()
+    return loss.detach(), {
+        n: p.grad.clone()
+        for n, p in model.named_parameters() if p.grad is not None
+    }
+
+
 def test_channels_last_lays_out_weights_and_batches():
     model = build_demo_model(channels_last=True)
     conv = next(m for m in model.backbone.modules()
@@ -121,7 +136,7 @@ def test_official_layout_of_a_channels_last_map_is_a_view():
         torch.testing.assert_close(g_fast, g_plain, rtol=1e-5, atol=1e-9)
 
 
-def test_channels_last_keeps_the_first_step():
+def test_channels_last_keeps_the_first_step(eager_first_step):
     """The first demo-optimizer iteration from the same seed: the NHWC
     model's loss and gradients are the NCHW model's within float tolerance.
 
@@ -130,9 +145,9 @@ def test_channels_last_keeps_the_first_step():
     within 4 iterations (float rounding flips the side of LeakyReLU's kink
     for a few activations and training from scratch amplifies it).
     """
-    data = batches(1)
-    ref_losses, ref_grads = train(build_demo_model(), data)
-    losses, grads = train(build_demo_model(channels_last=True), data)
+    ref_loss, ref_grads = eager_first_step
+    ref_losses = torch.tensor([ref_loss.item()], dtype=torch.float64)
+    losses, grads = train(build_demo_model(channels_last=True), batches(1))
     torch.testing.assert_close(losses, ref_losses, rtol=1e-5, atol=0)
     assert grads.keys() == ref_grads.keys()
     ref = torch.cat([g.flatten() for g in ref_grads.values()])
@@ -142,20 +157,20 @@ def test_channels_last_keeps_the_first_step():
     assert (fast - ref).norm() / ref.norm() < 1e-2
 
 
-def test_compiled_convs_give_the_eager_step_and_serve_copies():
+def test_compiled_convs_give_the_eager_step_and_serve_copies(
+        eager_first_step):
     """compile_convs through dynamo (aot_eager backend: the real tracing and
     autograd, no C++ build): the first step's losses and gradients equal the
     eager step's, and a deep copy (the EMA model) runs its own weights."""
     import copy
     images, samples = batches(1)[0]
-    eager = build_demo_model()
     compiled = build_demo_model(compile_convs=dict(backend='aot_eager'))
     ema = copy.deepcopy(compiled)
     with torch.no_grad():
         for p in ema.parameters():
             p.mul_(0.5)
-    results = []
-    for model in (eager, compiled, ema):
+    results = [eager_first_step]
+    for model in (compiled, ema):
         losses = model.loss(images, samples)
         loss, _ = model.parse_losses(losses)
         loss.backward()
