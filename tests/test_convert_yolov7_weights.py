@@ -2,6 +2,7 @@
 objects, without the official code) and state dicts of all 7 models, both
 kinds, load into our configs."""
 import importlib.util
+import os
 import subprocess
 import sys
 import types
@@ -164,7 +165,8 @@ def test_official_checkpoint_loads_without_official_code(tmp_path):
     out = subprocess.run(
         [sys.executable, str(REPO / 'tools' / 'convert_yolov7_weights.py'),
          str(src), str(dst)],
-        capture_output=True, text=True, cwd=REPO, timeout=300)
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS='1'))  # as the test process
     assert out.returncode == 0, out.stderr
     assert 'tiny (training checkpoint, 80 classes' in out.stdout
     model = build_model('tiny')
