@@ -173,3 +173,27 @@ def test_amp_float16_without_cuda_says_it_needs_cuda():
         AmpSummedAccumulationOptimWrapper(
             optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
             dtype='float16')
+
+
+def test_demo_autocasts_where_the_cpu_has_bfloat16_instructions():
+    """The demo's default precision follows the hardware, read here from
+    /proc/cpuinfo (Linux): bfloat16 autocast with AVX512-BF16 or AMX,
+    float32 without; amp=False / True force it."""
+    if torch.cuda.is_available():
+        pytest.skip('covers the machine without CUDA')
+    try:
+        with open('/proc/cpuinfo') as f:
+            flags = set(next(line for line in f
+                             if line.startswith('flags')).split())
+    except (OSError, StopIteration):
+        pytest.skip('no /proc/cpuinfo flags to compare with')
+    native = bool(flags & {'avx512_bf16', 'amx_bf16'})
+    from mmyolo_ext.engine.config_variables import load_config
+    from mmyolo_ext.engine.optimizers import autocast_is_native
+    assert autocast_is_native() == native
+    expected = {None: native, True: True, False: False}
+    for amp, autocast in expected.items():
+        cfg = load_config(str(DEMO_CONFIG), dict(amp=amp))
+        assert cfg.optim_wrapper.type == (
+            'AmpSummedAccumulationOptimWrapper'
+            if autocast else 'SummedAccumulationOptimWrapper'), amp

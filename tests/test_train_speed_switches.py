@@ -19,9 +19,11 @@ SIZE = 64
 
 def build_demo_model(**switches):
     """The demo's yolov7-tiny (3 classes), the same weights for any
-    switches."""
+    switches; without any, plain NCHW eager (the demo's own default is
+    channels_last)."""
     cfg = Config.fromfile(str(DEMO))
-    cfg.model.update(switches)
+    cfg.model.update(dict(channels_last=False, compile_convs=False),
+                     **switches)
     init_default_scope('mmyolo')
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)

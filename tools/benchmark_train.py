@@ -16,7 +16,14 @@ Variants of ours (the detector's switches, see ``YOLOv7Detector``):
 * ``channels_last``: NHWC weights and batches;
 * ``compile``: ``torch.compile`` of the backbone / neck / head convolutions
   (the loss stays eager); its first step, compilation included, is reported;
-* ``channels_last+compile``: both.
+* ``channels_last+compile``: both;
+* ``amp``, ``channels_last+amp``: the step under autocast, as ``--amp``
+  trains (bfloat16 on a CPU, float16 on CUDA; the loss stays float32).
+
+With any ``amp`` variant MMYOLO's step is timed under the same autocast as
+well (``MMYOLO 0.6 + autocast``): its runner refuses AMP without CUDA, so
+this row is a like-for-like reference, not something its users can run on
+a CPU.
 
 Printed: per model the median step time with its interquartile range, and
 the ratio to MMYOLO's step (the median over rounds of the per-round ratio,
@@ -27,6 +34,7 @@ Usage::
 
     python tools/benchmark_train.py                       # 320 px, batch 8
     python tools/benchmark_train.py --variants eager channels_last
+    python tools/benchmark_train.py --variants eager channels_last+amp
     python tools/benchmark_train.py --device cuda --threads 0
 """
 import argparse
@@ -57,7 +65,14 @@ VARIANTS = {
     'channels_last': dict(channels_last=True, compile_convs=False),
     'compile': dict(channels_last=False, compile_convs=True),
     'channels_last+compile': dict(channels_last=True, compile_convs=True),
+    'amp': dict(channels_last=False, compile_convs=False),
+    'channels_last+amp': dict(channels_last=True, compile_convs=False),
 }
+PEER_AMP = 'mmyolo+amp'
+
+
+def autocast_of(name: str) -> bool:
+    return name.endswith('amp')
 
 
 def parse_args() -> argparse.Namespace:
@@ -177,6 +192,9 @@ def main() -> None:
         for name in args.variants
     }
     models[PEER] = build(MMYOLO, device)
+    if any(autocast_of(name) for name in args.variants):
+        models[PEER_AMP] = build(MMYOLO, device)
+    amp_dtype = torch.float16 if on_cuda else torch.bfloat16
     optimizers = {
         name: torch.optim.SGD(
             m.parameters(), lr=1e-4, momentum=0.937, nesterov=True)
@@ -187,8 +205,10 @@ def main() -> None:
     def step(name: str) -> None:
         model, optimizer = models[name], optimizers[name]
         fresh = dict(samples, bboxes_labels=samples['bboxes_labels'].clone())
-        losses = model.loss(images, fresh)
-        loss, _ = model.parse_losses(losses)
+        with torch.autocast(device.split(':')[0], dtype=amp_dtype,
+                            enabled=autocast_of(name)):
+            losses = model.loss(images, fresh)
+            loss, _ = model.parse_losses(losses)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -236,16 +256,22 @@ def main() -> None:
           f'{"ratio":>6s} {"ratio range":>13s} {"1st step s":>10s} '
           f'{"1st loss":>9s}')
     peer_times = times[PEER]
-    for name in list(args.variants) + [PEER]:
+    peer_labels = {PEER: 'MMYOLO 0.6 (peer)',
+                   PEER_AMP: 'MMYOLO 0.6 + autocast'}
+    for name in list(args.variants) + [p for p in peer_labels
+                                       if p in models]:
         low, mid, high = quartiles(times[name])
         ratios = sorted(t / p for t, p in zip(times[name], peer_times))
-        label = f'mmyolo_ext {name}' if name != PEER else 'MMYOLO 0.6 (peer)'
+        label = peer_labels.get(name, f'mmyolo_ext {name}')
         print(f'  {label:34s} {1000 * mid:9.1f} {1000 * low:7.1f}-'
               f'{1000 * high:<7.1f} {statistics.median(ratios):6.3f} '
               f'{ratios[0]:6.3f}-{ratios[-1]:<6.3f} '
               f'{first_step[name]:10.1f} {first_loss[name]:9.3f}')
-    print('  ratio: our step time / MMYOLO\'s, per round (< 1: ours is '
+    print('  ratio: step time / MMYOLO\'s (float32), per round (< 1: '
           'faster); speed-up = 1 / ratio')
+    if PEER_AMP in models:
+        print(f'  autocast: {str(amp_dtype).replace("torch.", "")} '
+              '(the loss in float32)')
     for name in share_of if args.loss_share else []:
         loss_ms = 1000 * statistics.median(loss_times[name])
         step_ms = 1000 * statistics.median(times[name])

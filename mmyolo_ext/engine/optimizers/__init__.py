@@ -1,9 +1,11 @@
 from .nominal_batch_optim_constructor import (NominalBatchOptimConstructor,
                                               split_param_groups)
 from .summed_accumulation_optim_wrapper import (
-    AmpSummedAccumulationOptimWrapper, SummedAccumulationOptimWrapper)
+    AmpSummedAccumulationOptimWrapper, SummedAccumulationOptimWrapper,
+    autocast_is_native)
 
 __all__ = [
     'AmpSummedAccumulationOptimWrapper', 'NominalBatchOptimConstructor',
-    'SummedAccumulationOptimWrapper', 'split_param_groups'
+    'SummedAccumulationOptimWrapper', 'autocast_is_native',
+    'split_param_groups'
 ]

@@ -106,6 +106,17 @@ def _accelerator_available() -> bool:
             or is_musa_available())
 
 
+def autocast_is_native() -> bool:
+    """Whether mixed precision runs in hardware here: an accelerator
+    (float16), or a CPU with bfloat16 instructions (AVX512-BF16 or AMX),
+    where oneDNN's bfloat16 convolutions are faster than float32 ones;
+    without them bfloat16 is emulated and slower."""
+    if _accelerator_available():
+        return True
+    probes = ('_is_avx512_bf16_supported', '_is_amx_tile_supported')
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
 class _AmpOptimWrapperWithCPU(AmpOptimWrapper):
     """:class:`AmpOptimWrapper`, which MMEngine builds only with an
     accelerator, also on a CPU-only machine: there autocast runs bfloat16
