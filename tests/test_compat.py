@@ -54,8 +54,7 @@ def toy_runs(tmp_path_factory):
 
     * ``plain``: a plain mmengine run (no mmyolo_ext), killed after
       iteration 4; then, in its work dir, resumed by our tools/train.py
-      (``--resume``), and its iteration-4 checkpoint loaded by plain torch
-      and after ``import mmyolo_ext``;
+      (``--resume``), and its iteration-4 checkpoint loaded by plain torch;
     * ``ours``: our tools/train.py, killed after iteration 4, then resumed
       from an explicit checkpoint path (``--resume PATH``);
     * ``whole``: our tools/train.py for all 8 iterations.
@@ -77,12 +76,9 @@ def toy_runs(tmp_path_factory):
         out['plain_files'] = sorted(
             p.name for p in plain.iterdir()) if plain.is_dir() else []
         ckpt = str(plain / 'iter_4.pth')
-        (out['plain_resumed'], out['load_plain'],
-         out['load_fixed']) = run_all(
+        out['plain_resumed'], out['load_plain'] = run_all(
             run([*train, '--work-dir', str(plain), '--resume'], tmp),
-            run([sys.executable, '-c', LOAD, ckpt], tmp),
-            run([sys.executable, '-c', 'import mmyolo_ext; ' + LOAD, ckpt],
-                tmp))
+            run([sys.executable, '-c', LOAD, ckpt], tmp))
 
     def ours_chain():
         ours_train = [*train, '--work-dir', str(ours)]
@@ -108,8 +104,12 @@ def test_plain_mmengine_checkpoint_needs_the_fix(toy_runs):
         pytest.skip(f'torch {torch.__version__} loads mmengine checkpoints '
                     'without the fix')
     assert 'HistoryBuffer' in plain.stderr
-    fixed = toy_runs['load_fixed']
-    assert fixed.returncode == 0, fixed.stderr[-3000:]
+    # with the fix: torch.load's default (weights_only) in this process,
+    # where mmyolo_ext is imported (a fresh process is needed only for the
+    # plain load above)
+    import mmyolo_ext  # noqa: F401
+    ckpt = torch.load(toy_runs['dirs']['plain'] / 'iter_4.pth')
+    assert ckpt['meta']['iter'] == 4
 
 
 def test_fix_refuses_other_getattr_calls():

@@ -1,21 +1,32 @@
 """tools/test.py evaluates a checkpoint, and with --deploy the
 re-parameterized model, which must predict what the trained model does."""
-import os
 import pickle
+import runpy
 import sys
 import textwrap
 from pathlib import Path
 
 import torch
 
-from concurrent_runs import command, run_all
 from mmyolo_ext.datasets import generate_shapes_dataset
 from seeded_detector import seeded_detector
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_deploy_flag_predicts_like_the_unfused_model(tmp_path):
+def run_test_tool(monkeypatch, capfd, *args) -> str:
+    """tools/test.py with ``args`` as its command line, in this process
+    (test_reparameterize_tool runs it as a process); its log."""
+    monkeypatch.setattr(sys, 'argv', ['test.py', *map(str, args)])
+    monkeypatch.syspath_prepend(str(ROOT / 'tools'))
+    monkeypatch.delenv('LOCAL_RANK', raising=False)  # the tool sets it
+    runpy.run_path(str(ROOT / 'tools' / 'test.py'), run_name='__main__')
+    out = capfd.readouterr()
+    return out.out + out.err
+
+
+def test_deploy_flag_predicts_like_the_unfused_model(tmp_path, monkeypatch,
+                                                     capfd):
     # the demo's first 8 validation images (image i of a split is drawn
     # from its own seed: the same images as in data/shapes/)
     data_root = str(tmp_path / 'shapes') + '/'
@@ -36,24 +47,15 @@ def test_deploy_flag_predicts_like_the_unfused_model(tmp_path):
     ckpt = tmp_path / 'model.pth'
     torch.save(dict(state_dict=model.state_dict(), meta=dict()), ckpt)
 
-    def test_tool(deploy: bool):
-        args = [sys.executable, str(ROOT / 'tools' / 'test.py'),
-                str(cfg_path), str(ckpt), '--out',
-                str(tmp_path / f'pred_deploy{deploy}.pkl'),
-                '--work-dir', str(tmp_path / f'work_deploy{deploy}')]
-        return command(args + (['--deploy'] if deploy else []), cwd=ROOT,
-                       timeout=600, env=dict(os.environ, OMP_NUM_THREADS='1'))
-
-    # the two evaluations at once (single-threaded processes)
-    runs = dict(zip((False, True), run_all(test_tool(False),
-                                           test_tool(True))))
     results = {}
-    for deploy, run in runs.items():
-        log = run.stdout + run.stderr
-        assert run.returncode == 0, log[-3000:]
+    for deploy in (False, True):
+        out = tmp_path / f'pred_deploy{deploy}.pkl'
+        log = run_test_tool(monkeypatch, capfd, cfg_path, ckpt, '--out', out,
+                            '--work-dir', tmp_path / 'work',
+                            *(['--deploy'] if deploy else []))
         assert ('Model re-parameterized for deployment' in log) == deploy
         assert 'coco/bbox_mAP_50' in log
-        with open(tmp_path / f'pred_deploy{deploy}.pkl', 'rb') as f:
+        with open(out, 'rb') as f:
             results[deploy] = pickle.load(f)
 
     assert len(results[False]) == len(results[True]) == 8
