@@ -37,7 +37,12 @@ model = dict(
             aux_in_channels=[320, 640, 960, 1280],
             featmap_strides=strides),
         prior_generator=dict(base_sizes=anchors, strides=strides),
-        loss=dict(nominal_img_size=img_scale[0])))
+        # OTA for the lead head whatever yolov7_l_custom.py's ota says: the
+        # official train_aux.py has only ComputeLossAuxOTA, and the aux
+        # head's assigner extends the lead's OTA
+        loss=dict(
+            nominal_img_size=img_scale[0],
+            assigner=dict(type='SimOTAAssigner'))))
 
 # ---- what yolov7_l_custom.py derives from img_scale, at this size ----------
 # (a base file is evaluated before this one: its img_scale stays 640 there.

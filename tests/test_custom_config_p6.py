@@ -47,6 +47,9 @@ def test_model_is_w6_and_recipe_is_the_custom_one(data_yaml):
     # the model: models/yolov7_w6.py's, with the data.yaml's classes
     w6 = Config.fromfile(str(ROOT / 'configs/_base_/models/yolov7_w6.py'))
     w6.model.bbox_head.head_module.num_classes = NC
+    # ComputeLossOTA's default lead assigner, named: the P5 custom recipe's
+    # ota=False must not reach the aux-head model (train_aux.py is OTA only)
+    w6.model.bbox_head.loss.assigner = dict(type='SimOTAAssigner')
     assert cfg.model.to_dict() == w6.model.to_dict()
     # the recipe: yolov7_l_custom.py's (hyp.scratch.custom, as train_aux.py
     # is run for P6 fine-tuning), not hyp.scratch.p6

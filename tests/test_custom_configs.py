@@ -164,3 +164,18 @@ def test_small_data_accumulation_and_warmup(batch, options, accumulate,
     hook = HOOKS.build(cfg.default_hooks.param_scheduler)
     epoch_of_15 = SimpleNamespace(train_dataloader=range(15))  # 58 images
     assert hook._warmup_iters(epoch_of_15) == max(3 * 15, warmup)
+
+
+@pytest.mark.parametrize('options, assigner', [
+    ({}, 'YOLOv5Assigner'),  # from scratch: the non-OTA assigner
+    (dict(load_from='official.pth'), 'SimOTAAssigner'),  # fine-tuning: OTA
+    (dict(ota=True), 'SimOTAAssigner'),
+    (dict(load_from='official.pth', ota=False), 'YOLOv5Assigner'),
+])
+def test_ota_when_fine_tuning_unless_forced(options, assigner, yolo_data):
+    cfg = load_config(str(CONFIGS['tiny']),
+                      dict(data_yaml=yolo_data['one'], **options))
+    assert cfg.model.bbox_head.loss.assigner.type == assigner
+    assert cfg.optim_wrapper.optimizer.type == 'Adam'  # the official --adam
+    assert cfg.default_hooks.param_scheduler.warmup_bias_lr == \
+        cfg.optim_wrapper.optimizer.lr

@@ -11,12 +11,17 @@ validation split (COCO bbox mAP):
 * ``demo``: ``configs/yolov7_tiny_demo.py`` (COCO json);
 * ``mmyolo``: MMYOLO 0.6's ``yolov7_tiny_syncbn_fast_8x16b-300e_coco.py``
   (COCO json), the peer;
-* ``custom_official``: the custom recipe with the official train.py's
-  warm-up (at least 1000 iterations) and nominal batch 64, where the
-  recipe adapts both to small data;
-* ``custom``: the custom recipe, from scratch (YOLO layout);
-* ``custom_finetune``: the custom recipe fine-tuned from ``pretrain_yolo``'s
-  3-class checkpoint (the class channels re-initialized for 1 class);
+* ``custom``: the custom recipe as it is (Adam, the non-OTA assigner from
+  scratch), YOLO layout;
+* ``custom_official``: the same with the official train.py's warm-up (at
+  least 1000 iterations) and nominal batch 64, where the recipe adapts both
+  to small data;
+* ``custom_ota``, ``custom_sgd_ota``: with OTA (``ota=True``), and with
+  hyp.scratch.custom's SGD and OTA (``adam=False ota=True``);
+* ``custom_finetune``, ``custom_no_ota_finetune``, ``custom_sgd_finetune``:
+  fine-tuned from a 3-class checkpoint of other data (``--finetune-from``;
+  default ``pretrain_yolo``'s; the class channels re-initialized for 1
+  class): the recipe as it is (OTA when fine-tuning), without OTA, with SGD;
 * ``pretrain_yolo`` / ``pretrain_coco``: the custom recipe on the demo's
   shapes data (3 classes, 480 images) in the YOLO layout and as COCO json:
   the two formats must reach the same mAP.
@@ -52,7 +57,9 @@ from mmyolo_ext.datasets.synthetic_shapes import (  # noqa: E402
 
 MMYOLO_CONFIG = 'yolov7/yolov7_tiny_syncbn_fast_8x16b-300e_coco.py'
 RUN_ORDER = ('pretrain_yolo', 'pretrain_coco', 'demo', 'mmyolo',
-             'custom_official', 'custom', 'custom_finetune')
+             'custom_official', 'custom', 'custom_ota', 'custom_sgd_ota',
+             'custom_finetune', 'custom_no_ota_finetune',
+             'custom_sgd_finetune')
 METRICS = ('coco/bbox_mAP_50', 'coco/bbox_mAP')
 
 
@@ -150,12 +157,31 @@ def plan_runs(work_dir: str, epochs: int, pretrain_epochs: int,
                 f'data_yaml={shifted_yaml}', 'warmup_min_iters=1000',
                 'nominal_batch_size=64', *custom_opts
             ]),
+        # the recipe's defaults (Adam; OTA only when fine-tuning)
         'custom': dict(
             config=custom_cfg,
             options=[f'data_yaml={shifted_yaml}', *custom_opts]),
+        'custom_ota': dict(
+            config=custom_cfg,
+            options=[f'data_yaml={shifted_yaml}', 'ota=True', *custom_opts]),
+        # hyp.scratch.custom's own optimizer and assignment
+        'custom_sgd_ota': dict(
+            config=custom_cfg,
+            options=[
+                f'data_yaml={shifted_yaml}', 'adam=False', 'ota=True',
+                *custom_opts
+            ]),
         'custom_finetune': dict(
             config=custom_cfg,
             options=[f'data_yaml={shifted_yaml}', *custom_opts],
+            load_from='pretrain_yolo'),
+        'custom_no_ota_finetune': dict(
+            config=custom_cfg,
+            options=[f'data_yaml={shifted_yaml}', 'ota=False', *custom_opts],
+            load_from='pretrain_yolo'),
+        'custom_sgd_finetune': dict(
+            config=custom_cfg,
+            options=[f'data_yaml={shifted_yaml}', 'adam=False', *custom_opts],
             load_from='pretrain_yolo'),
         'pretrain_yolo': dict(
             config=custom_cfg,
@@ -198,14 +224,16 @@ def last_checkpoint(run_dir: str) -> str:
 
 
 def train(name: str, run: Dict, work_dir: str, threads: int,
-          ready: Dict[str, threading.Event]) -> Dict:
+          ready: Dict[str, threading.Event],
+          finetune_from: Optional[str] = None) -> Dict:
     run_dir = osp.join(work_dir, name)
     options = list(run['options'])
     if run.get('load_from'):
-        source = run['load_from']
-        ready[source].wait()
-        options.append(
-            f'load_from={last_checkpoint(osp.join(work_dir, source))}')
+        if finetune_from is None:
+            source = run['load_from']
+            ready[source].wait()
+            finetune_from = last_checkpoint(osp.join(work_dir, source))
+        options.append(f'load_from={finetune_from}')
     cmd = [
         sys.executable,
         str(REPO_ROOT / 'tools' / 'train.py'), run['config'], '--work-dir',
@@ -258,6 +286,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--pretrain-epochs', type=int, default=6)
     parser.add_argument('--shifted-root', default='data/shifted_shapes')
     parser.add_argument('--shapes-root', default='data/shapes')
+    parser.add_argument(
+        '--finetune-from',
+        help='checkpoint the finetune runs start from (default: the last '
+        'of pretrain_yolo)')
     parser.add_argument('--jobs', type=int, default=1,
                         help='runs at a time')
     parser.add_argument('--threads', type=int, default=2,
@@ -267,10 +299,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     runs = plan_runs(args.work_dir, args.epochs, args.pretrain_epochs,
                      args.shifted_root, args.shapes_root)
     wanted = [name for name in RUN_ORDER if name in args.runs]
-    if 'custom_finetune' in wanted and 'pretrain_yolo' not in wanted:
-        if not osp.isfile(
-                osp.join(args.work_dir, 'pretrain_yolo', 'last_checkpoint')):
-            parser.error('custom_finetune needs pretrain_yolo (run it too)')
+    finetunes = [n for n in wanted if runs[n].get('load_from')]
+    if finetunes and not args.finetune_from and (
+            'pretrain_yolo' not in wanted and not osp.isfile(
+                osp.join(args.work_dir, 'pretrain_yolo', 'last_checkpoint'))):
+        parser.error(f'{finetunes} need pretrain_yolo (run it too) or '
+                     '--finetune-from')
     ready = {name: threading.Event() for name in RUN_ORDER}
     for name in RUN_ORDER:
         if name not in wanted:
@@ -278,11 +312,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     with ThreadPoolExecutor(args.jobs) as pool:
         futures = [
             pool.submit(train, name, runs[name], args.work_dir, args.threads,
-                        ready) for name in wanted
+                        ready, args.finetune_from) for name in wanted
         ]
         results = [f.result() for f in futures]
-    with open(osp.join(args.work_dir, 'results.json'), 'w') as f:
-        json.dump(dict(epochs=args.epochs, results=results), f, indent=1)
+    # one file per invocation: runs can be made in several
+    stamp = time.strftime('%Y%m%d_%H%M%S')
+    with open(osp.join(args.work_dir, f'results_{stamp}.json'), 'w') as f:
+        json.dump(dict(epochs=args.epochs, finetune_from=args.finetune_from,
+                       results=results), f, indent=1)
     print(summarize(results))
 
 
