@@ -9,12 +9,12 @@
 # the loss with an ETA, evaluates COCO bbox mAP every few epochs and draws
 # <work_dir>/curves.png (loss and mAP curves; numbers in curves.json).
 #
-# Measured on this project's 2-core CPU (torch's default 2 threads, fresh
-# clone, PyTorch's default conv init) on a slow day (0.85-0.92 s an
-# iteration; an earlier day 0.54 s): bbox mAP_50 0.14 / 0.28 / 0.52 / 0.71
-# / 0.77 / 0.80 (mAP 0.06 / 0.13 / 0.27 / 0.44 / 0.49 / 0.53) after epochs
-# 2 / 4 / 6 / 8 / 10 / 12, at 4.2 / 8.4 / 12.4 / 16.5 / 20.6 / 24.6 min of
-# wall time.
+# Measured on this project's 2-core CPU (torch's default 2 threads, quiet,
+# fresh run, bfloat16 autocast + channels_last: 0.17 s an iteration; float32
+# NCHW took 0.54-0.92 s): bbox mAP_50 0.16 / 0.28 / 0.38 / 0.52 / 0.66 /
+# 0.72 / 0.76 (mAP 0.06 / 0.13 / 0.20 / 0.28 / 0.37 / 0.45 / 0.48) after
+# epochs 2 / 4 / 6 / 7 / 8 / 10 / 12, at 0.9 / 1.8 / 2.6 / 3.0 / 3.5 / 4.5 /
+# 5.5 min of wall time.
 #
 # Model: the official yolov7-tiny, 3 classes. Recipe: the official tiny
 # recipe (yolov7_tiny_coco.py) adapted to 480 images and a 15-minute budget
@@ -53,8 +53,9 @@
 #   train.py always autocasts on CUDA): float16 on CUDA, bfloat16 on a CPU
 #   with AVX512-BF16 or AMX (the loss stays float32); float32 on other
 #   CPUs, where bfloat16 is emulated and slower. NHWC (channels_last)
-#   weights and batches. Together 2.7x faster a training step on this CPU
-#   (tools/benchmark_train.py); the curve above is the same within noise.
+#   weights and batches. Together 2.3x faster a training step on this CPU
+#   than float32 NCHW (tools/benchmark_train.py); the curve is that of the
+#   float32 run within run-to-run noise (README).
 #   --cfg-options amp=False channels_last=False restores float32 NCHW.
 _base_ = ['./_base_/models/yolov7_tiny.py', './_base_/yolov7_recipe_tiny.py']
 
