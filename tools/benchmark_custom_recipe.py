@@ -27,7 +27,8 @@ validation split (COCO bbox mAP):
   the two formats must reach the same mAP.
 
 Runs go as ``tools/train.py`` subprocesses, ``--jobs`` at a time with
-``--threads`` each; results go to ``<work-dir>/results.json`` and a table.
+``--threads`` each; results go to ``<work-dir>/results_<time>.json`` and a
+table.
 
 Usage::
 
@@ -109,15 +110,26 @@ def plan_runs(work_dir: str, epochs: int, pretrain_epochs: int,
             f.write(text)
         return path
 
-    # every 5th epoch and the last evaluated, for every run alike
+    # ten evaluations a run (the last epoch among them), for every run alike
     every = max(epochs // 10, 1)
     # one seed for all: the two data formats then train on the same inputs
     seed = 'randomness.seed=0'
-    custom_opts = [
-        f'max_epochs={epochs}', seed, 'train_batch_size_per_gpu=4',
-        'img_scale=(320, 320)', 'train_num_workers=1', 'val_num_workers=1',
-        f'train_cfg.val_interval={every}', 'train_cfg.dynamic_intervals=None'
-    ]
+
+    def custom(data_yaml: str, *extra: str, run_epochs: int = epochs,
+               interval: int = every, config: str = custom_cfg,
+               load_from: Optional[str] = None) -> Dict:
+        """A run of the custom recipe: ``extra`` are its variables."""
+        options = [
+            f'data_yaml={data_yaml}', *extra, f'max_epochs={run_epochs}',
+            seed, 'train_batch_size_per_gpu=4', 'img_scale=(320, 320)',
+            'train_num_workers=1', 'val_num_workers=1',
+            f'train_cfg.val_interval={interval}',
+            'train_cfg.dynamic_intervals=None'
+        ]
+        return dict(config=config, options=options, load_from=load_from)
+
+    pretrain = dict(
+        run_epochs=pretrain_epochs, interval=max(pretrain_epochs // 4, 1))
     runs = {
         'demo': dict(
             config=derived(
@@ -151,55 +163,26 @@ def plan_runs(work_dir: str, epochs: int, pretrain_epochs: int,
                 f'max_epochs={epochs}', f'save_epoch_intervals={every}',
                 'num_epoch_stage2=0', 'persistent_workers=False', seed
             ]),
-        'custom_official': dict(
-            config=custom_cfg,
-            options=[
-                f'data_yaml={shifted_yaml}', 'warmup_min_iters=1000',
-                'nominal_batch_size=64', *custom_opts
-            ]),
+        'custom_official': custom(shifted_yaml, 'warmup_min_iters=1000',
+                                  'nominal_batch_size=64'),
         # the recipe's defaults (Adam; OTA only when fine-tuning)
-        'custom': dict(
-            config=custom_cfg,
-            options=[f'data_yaml={shifted_yaml}', *custom_opts]),
-        'custom_ota': dict(
-            config=custom_cfg,
-            options=[f'data_yaml={shifted_yaml}', 'ota=True', *custom_opts]),
+        'custom': custom(shifted_yaml),
+        'custom_ota': custom(shifted_yaml, 'ota=True'),
         # hyp.scratch.custom's own optimizer and assignment
-        'custom_sgd_ota': dict(
-            config=custom_cfg,
-            options=[
-                f'data_yaml={shifted_yaml}', 'adam=False', 'ota=True',
-                *custom_opts
-            ]),
-        'custom_finetune': dict(
-            config=custom_cfg,
-            options=[f'data_yaml={shifted_yaml}', *custom_opts],
-            load_from='pretrain_yolo'),
-        'custom_no_ota_finetune': dict(
-            config=custom_cfg,
-            options=[f'data_yaml={shifted_yaml}', 'ota=False', *custom_opts],
-            load_from='pretrain_yolo'),
-        'custom_sgd_finetune': dict(
-            config=custom_cfg,
-            options=[f'data_yaml={shifted_yaml}', 'adam=False', *custom_opts],
-            load_from='pretrain_yolo'),
-        'pretrain_yolo': dict(
-            config=custom_cfg,
-            options=[
-                f'data_yaml={shapes_yaml}',
-                *custom_opts[1:], f'max_epochs={pretrain_epochs}',
-                f'train_cfg.val_interval={max(pretrain_epochs // 4, 1)}'
-            ]),
-        'pretrain_coco': dict(
+        'custom_sgd_ota': custom(shifted_yaml, 'adam=False', 'ota=True'),
+        'custom_finetune': custom(shifted_yaml, load_from='pretrain_yolo'),
+        'custom_no_ota_finetune': custom(
+            shifted_yaml, 'ota=False', load_from='pretrain_yolo'),
+        'custom_sgd_finetune': custom(
+            shifted_yaml, 'adam=False', load_from='pretrain_yolo'),
+        'pretrain_yolo': custom(shapes_yaml, **pretrain),
+        'pretrain_coco': custom(
+            shapes_yaml,
             config=derived(
                 'pretrain_coco',
                 _coco_dataset_config(custom_cfg, shapes_root,
                                      SHAPE_CLASSES)),
-            options=[
-                f'data_yaml={shapes_yaml}',
-                *custom_opts[1:], f'max_epochs={pretrain_epochs}',
-                f'train_cfg.val_interval={max(pretrain_epochs // 4, 1)}'
-            ]),
+            **pretrain),
     }
     return runs
 
