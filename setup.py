@@ -34,7 +34,7 @@ setup(
     ],
     extras_require={
         'tests': ['pytest', 'psutil'],
-        # tools/export_onnx.py, tools/test.py CONFIG model.onnx
+        # tools/deployment/export_onnx.py, tools/test.py CONFIG model.onnx
         'deploy': ['onnx>=1.15', 'onnxruntime>=1.17', 'onnxslim>=0.1.30'],
     },
     classifiers=[

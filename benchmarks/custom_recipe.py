@@ -2,7 +2,7 @@
 against the demo recipe and MMYOLO's yolov7-tiny COCO recipe, in one run.
 
 No real dataset is at hand, so the data is the one-class shifted shapes set
-(:mod:`mmyolo_ext.datasets.shifted_shapes`: 58 training images, a validation
+(:mod:`mmyolo_ext.demo_data.shifted_shapes`: 58 training images, a validation
 split with other backgrounds, colours, sizes and counts), where a recipe
 that merely fits its training images cannot look good. Each run trains
 yolov7-tiny at 320 px for the same number of epochs and is evaluated on the
@@ -32,8 +32,8 @@ table.
 
 Usage::
 
-    python tools/benchmark_custom_recipe.py --jobs 2 --threads 1
-    python tools/benchmark_custom_recipe.py --runs custom demo --epochs 30
+    python benchmarks/custom_recipe.py --jobs 2 --threads 1
+    python benchmarks/custom_recipe.py --runs custom demo --epochs 30
 """
 import argparse
 import json
@@ -48,12 +48,10 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
-from mmyolo_ext.datasets.shifted_shapes import (  # noqa: E402
+from mmyolo_ext.demo_data.shifted_shapes import (
     CLASS_NAME, generate_shifted_shapes)
-from mmyolo_ext.datasets.synthetic_shapes import (  # noqa: E402
+from mmyolo_ext.demo_data.synthetic_shapes import (
     SHAPE_CLASSES, export_yolo_layout, generate_shapes_dataset)
 
 MMYOLO_CONFIG = 'yolov7/yolov7_tiny_syncbn_fast_8x16b-300e_coco.py'

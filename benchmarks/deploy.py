@@ -14,14 +14,13 @@ asserted.
 
 Usage::
 
-    python tools/benchmark_deploy.py                       # demo 320, tiny, L
-    python tools/benchmark_deploy.py --models tiny --repeats 10 --threads 2
+    python benchmarks/deploy.py                       # demo 320, tiny, L
+    python benchmarks/deploy.py --models tiny --repeats 10 --threads 2
 """
 import argparse
 import copy
 import importlib.util
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,17 +29,13 @@ from typing import Callable, Dict, List, Tuple
 import torch
 import torch.nn as nn
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-for path in (REPO_ROOT, REPO_ROOT / 'tools'):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
 
-from benchmark_model import build_model  # noqa: E402
-from mmyolo_ext.deploy import reparameterize  # noqa: E402
+from mmyolo_ext.deploy import load_detector, reparameterize
+from mmyolo_ext.utils import config_path
 
 # model name -> (how it is built, input size)
 MODELS = {
-    'demo': ('configs/yolov7_tiny_demo.py', 320),
+    'demo': ('yolov7_tiny_demo.py', 320),
     'tiny': ('tiny', 640),
     'l': ('l', 640),
 }
@@ -51,9 +46,8 @@ def build(name: str) -> nn.Module:
     depend on the values); the demo model from its config (3 classes)."""
     source = MODELS[name][0]
     if not source.endswith('.py'):
-        return build_model(source, 'cpu')
-    from mmyolo_ext.deploy import load_detector
-    return load_detector(str(REPO_ROOT / source), None)
+        source = f'_base_/models/yolov7_{source}.py'
+    return load_detector(config_path(source), None)
 
 
 def onnx_runner(model: nn.Module, inputs: torch.Tensor,

@@ -17,10 +17,10 @@ printed, never asserted.
 
 Usage::
 
-    python tools/benchmark_loss.py                 # all scenarios
-    python tools/benchmark_loss.py --scenarios bs16_8gt --repeats 20
-    python tools/benchmark_loss.py --scenarios bs16_8gt --backward
-    python tools/benchmark_loss.py --device cuda   # on a GPU
+    python benchmarks/loss.py                 # all scenarios
+    python benchmarks/loss.py --scenarios bs16_8gt --repeats 20
+    python benchmarks/loss.py --scenarios bs16_8gt --backward
+    python benchmarks/loss.py --device cuda   # on a GPU
 
 With ``--device cuda`` the inputs and both losses are on the GPU, times are
 taken after a synchronisation (the CPU column is then the host's time),
@@ -32,7 +32,6 @@ import argparse
 import multiprocessing
 import resource
 import statistics
-import sys
 import time
 import traceback
 from pathlib import Path
@@ -43,12 +42,9 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope, init_default_scope
 from mmengine.structures import InstanceData
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
-import mmyolo_ext  # noqa: E402,F401  (registers the modules)
-from mmyolo_ext.registry import MODELS, TASK_UTILS  # noqa: E402
+import mmyolo_ext  # noqa: F401  (registers the modules)
+from mmyolo_ext.registry import MODELS, TASK_UTILS
 
 MMYOLO_CONFIG = 'yolov7/yolov7_l_syncbn_fast_8x16b-300e_coco.py'
 ANCHORS = [[[12, 16], [19, 36], [40, 28]], [[36, 75], [76, 55], [72, 146]],

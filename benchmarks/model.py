@@ -8,12 +8,11 @@ asserted.
 
 Usage::
 
-    python tools/benchmark_model.py                      # all, time tiny + l
-    python tools/benchmark_model.py --archs tiny --time-archs tiny --repeats 5
+    python benchmarks/model.py                      # all, time tiny + l
+    python benchmarks/model.py --archs tiny --time-archs tiny --repeats 5
 """
 import argparse
 import copy
-import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Sequence
@@ -24,11 +23,9 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
-import mmyolo_ext  # noqa: E402,F401  (registers the modules)
-from mmyolo_ext.deploy import reparameterize  # noqa: E402
+import mmyolo_ext  # noqa: F401  (registers the modules)
+from mmyolo_ext.deploy import reparameterize
 
 ARCHS = ('tiny', 'l', 'x', 'w6', 'e6', 'd6', 'e6e')
 # official figures (FACTS.md table 1): name, input size, params (training

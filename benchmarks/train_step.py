@@ -32,14 +32,13 @@ loss's share of the step (the loss from the head's outputs, timed alone).
 
 Usage::
 
-    python tools/benchmark_train.py                       # 320 px, batch 8
-    python tools/benchmark_train.py --variants eager channels_last
-    python tools/benchmark_train.py --variants eager channels_last+amp
-    python tools/benchmark_train.py --device cuda --threads 0
+    python benchmarks/train_step.py                       # 320 px, batch 8
+    python benchmarks/train_step.py --variants eager channels_last
+    python benchmarks/train_step.py --variants eager channels_last+amp
+    python benchmarks/train_step.py --device cuda --threads 0
 """
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Tuple
@@ -51,10 +50,8 @@ from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
-import mmyolo_ext  # noqa: E402,F401  (registers the modules)
+import mmyolo_ext  # noqa: F401  (registers the modules)
 
 OURS = str(REPO_ROOT / 'configs' / 'yolov7_tiny_coco.py')
 MMYOLO = 'mmyolo::yolov7/yolov7_tiny_syncbn_fast_8x16b-300e_coco.py'

@@ -3,7 +3,7 @@ second (cache loaded) on a generated dataset in the official YOLO layout.
 
 Example::
 
-    python tools/benchmark_yolo_dataset.py --num-images 20000
+    python benchmarks/yolo_dataset.py --num-images 20000
 
 Writes ``--num-images`` tiny JPEGs (``--img-size`` px) with 1-3 label rows
 each, and ``data.yaml``, into a temporary directory (removed afterwards

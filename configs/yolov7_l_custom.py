@@ -49,7 +49,7 @@ num_classes = len(class_names)
 scale = 0.5
 mixup = 0.0
 
-# ---- adapted to small data (measured: tools/benchmark_custom_recipe.py) ----
+# ---- adapted to small data (measured: benchmarks/custom_recipe.py) ----
 # warm-up of max(3 epochs, 100 iterations), YOLOv5's later floor: the
 # official 1000 iterations are 70 epochs of a 58-image set at batch 4
 warmup_min_iters = 100
@@ -67,7 +67,7 @@ adam = True
 # matches are good and it converges faster. True / False: forced.
 ota = None
 # Measured on the shifted shapes set (58 training images, a validation split
-# drawn unlike them; tools/benchmark_custom_recipe.py, yolov7-tiny, 320,
+# drawn unlike them; benchmarks/custom_recipe.py, yolov7-tiny, 320,
 # batch 4, 40 epochs = 600 iterations), bbox mAP_50 after 40 epochs:
 #   from scratch: this recipe 0.451; with the official warm-up and nominal
 #   batch 64 0.099; with OTA 0.040; the hyp's SGD + OTA 0.048; the demo

@@ -5,7 +5,7 @@
 # The first run writes data/shapes/ (480 train + 120 val images, 320x320, of
 # filled circles, rectangles and triangles, 12-120 px, random colours,
 # overlapping, on textured noisy backgrounds; see
-# mmyolo_ext/datasets/synthetic_shapes.py), then trains from scratch, logs
+# mmyolo_ext/demo_data/synthetic_shapes.py), then trains from scratch, logs
 # the loss with an ETA, evaluates COCO bbox mAP every few epochs and draws
 # <work_dir>/curves.png (loss and mAP curves; numbers in curves.json).
 #
@@ -54,7 +54,7 @@
 #   with AVX512-BF16 or AMX (the loss stays float32); float32 on other
 #   CPUs, where bfloat16 is emulated and slower. NHWC (channels_last)
 #   weights and batches. Together 2.3x faster a training step on this CPU
-#   than float32 NCHW (tools/benchmark_train.py); the curve is that of the
+#   than float32 NCHW (benchmarks/train_step.py); the curve is that of the
 #   float32 run within run-to-run noise (README).
 #   --cfg-options amp=False channels_last=False restores float32 NCHW.
 _base_ = ['./_base_/models/yolov7_tiny.py', './_base_/yolov7_recipe_tiny.py']

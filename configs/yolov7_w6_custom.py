@@ -4,7 +4,7 @@
 # plus the auxiliary head trained with AuxOTA: V7AuxAssigner candidates,
 # aux terms weighted 0.25; inference uses the lead head only) at 1280.
 #
-#   python tools/convert_yolov7_weights.py yolov7-w6_training.pt \
+#   python tools/model_converters/convert_yolov7_weights.py yolov7-w6_training.pt \
 #       work_dirs/yolov7_w6_official.pth  # with the aux head: fine-tunes all
 #   python tools/train.py configs/yolov7_w6_custom.py --cfg-options \
 #       data_yaml=path/to/data.yaml max_epochs=100 \

@@ -6,7 +6,7 @@ mmengine 0.10.7 on today's torch (see :mod:`mmyolo_ext.engine.compat`).
 """
 from .version import __version__
 from .engine import compat  # noqa: F401  (applies the fixes on import)
-from . import datasets, engine, models  # noqa: F401  (registers modules)
+from . import datasets, demo_data, engine, models  # noqa: F401  (registers)
 from .registry import export_to_peer_scopes
 
 export_to_peer_scopes()

@@ -1,7 +1,7 @@
 """Test (evaluate) a detector with MMEngine; the flags and behaviour of
 mmdet 3.3's ``tools/test.py``, plus ``--deploy`` to evaluate the
 re-parameterized model (RepConv and BN folded, implicit layers folded, P6 aux
-head removed); a ``.onnx`` checkpoint (``tools/export_onnx.py --nms none``,
+head removed); a ``.onnx`` checkpoint (``tools/deployment/export_onnx.py --nms none``,
 ``--dynamic all`` for rect batches) is evaluated in onnxruntime.
 
 Example::
@@ -14,7 +14,7 @@ import argparse
 from mmengine.config import Config, ConfigDict
 
 from mmyolo_ext.deploy import is_deploy_checkpoint
-from _cli import add_common_args, build_runner, load_config, parse
+from mmyolo_ext.utils.cli import add_common_args, build_runner, load_config, parse
 
 
 def parse_args() -> argparse.Namespace:
@@ -42,7 +42,7 @@ def parse_args() -> argparse.Namespace:
         action='store_true',
         help='re-parameterize the model after loading the checkpoint '
         '(mmyolo_ext.deploy.reparameterize) and evaluate the fused model; a '
-        'deploy checkpoint (tools/reparameterize.py) needs no flag')
+        'deploy checkpoint (tools/model_converters/reparameterize.py) needs no flag')
     parser.add_argument(
         '--tta',
         action='store_true',
@@ -117,14 +117,14 @@ def main() -> None:
         cfg = use_tta_model(cfg)
 
     if args.checkpoint.endswith('.onnx'):
-        # an export (tools/export_onnx.py --nms none) run in onnxruntime
+        # an export (tools/deployment/export_onnx.py --nms none) run in onnxruntime
         from mmyolo_ext.deploy.onnxruntime_detector import onnx_test_config
         if args.tta or args.deploy:
             raise SystemExit('--tta / --deploy take a PyTorch checkpoint, '
                              f'not {args.checkpoint}')
         cfg = drop_ema_hooks(onnx_test_config(cfg, args.checkpoint))
 
-    # a deploy checkpoint (tools/reparameterize.py) holds fused weights: the
+    # a deploy checkpoint (tools/model_converters/reparameterize.py) holds fused weights: the
     # model is fused before the runner loads them; --deploy fuses the loaded
     # training weights before the test loop
     deploy_weights = (not args.checkpoint.endswith('.onnx')

@@ -9,7 +9,7 @@ Example::
 import argparse
 
 import torch
-from _cli import add_common_args, build_runner, load_config, parse
+from mmyolo_ext.utils.cli import add_common_args, build_runner, load_config, parse
 
 
 def parse_args() -> argparse.Namespace:
@@ -37,7 +37,7 @@ def parse_args() -> argparse.Namespace:
         '--check-data',
         action='store_true',
         help='first list every bad image and annotation of the datasets '
-        '(tools/check_data.py); stop with exit code 1 if any')
+        '(tools/analysis_tools/check_data.py); stop with exit code 1 if any')
     add_common_args(parser)
     return parse(parser)
 

@@ -6,7 +6,7 @@ files that are not images at all. The checks here name which of these a file
 is; :class:`~mmyolo_ext.datasets.transforms.TolerantLoadImageFromFile` uses
 them on every load (COCO-json datasets and :class:`YOLODataset` alike),
 :class:`YOLODataset` on every image when it scans its labels, and
-``tools/check_data.py`` on every image of a config before training.
+``tools/analysis_tools/check_data.py`` on every image of a config before training.
 
 The loading transform runs in the dataloader's worker processes, so what it
 records must reach the main process: :class:`BadImageLog` appends one line
@@ -80,7 +80,7 @@ def probe_image(path: str) -> Tuple[int, int]:
 
     It reads the header and the last bytes only (the official dataset's scan
     does the same with PIL); a file whose middle is corrupt is found when it
-    is decoded (the loading transform, ``tools/check_data.py``).
+    is decoded (the loading transform, ``tools/analysis_tools/check_data.py``).
     """
     from PIL import Image, UnidentifiedImageError
 

@@ -1,6 +1,6 @@
 """Check every image and annotation of a config's datasets before training.
 
-``tools/check_data.py CONFIG`` and ``tools/train.py CONFIG --check-data``
+``tools/analysis_tools/check_data.py CONFIG`` and ``tools/train.py CONFIG --check-data``
 run :func:`check_config`. Each image is read and decoded with the loading
 transform's own check (:class:`TolerantLoadImageFromFile`), and its size
 compared with the one its annotations give. Annotations:
@@ -156,7 +156,7 @@ def count_problems(reports: List[Dict]) -> int:
 
 
 def format_report(reports: List[Dict]) -> str:
-    """The listing and the summary, as printed by ``tools/check_data.py``."""
+    """The listing and the summary, as printed by ``tools/analysis_tools/check_data.py``."""
     lines = []
     for r in reports:
         lines.append(f'== {r["name"]}: {r["images"]} images checked, '

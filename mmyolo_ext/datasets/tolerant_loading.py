@@ -69,7 +69,7 @@ class TolerantLoadImageFromFile(LoadImageFromFile):
 
     def load_checked(self, filename: str):
         """The decoded image and None, or None and why the file is bad
-        (``tools/check_data.py`` checks every image with this)."""
+        (``tools/analysis_tools/check_data.py`` checks every image with this)."""
         try:
             content = self._read(filename)
         except FileNotFoundError:
@@ -126,7 +126,7 @@ class TolerantLoadImageFromFile(LoadImageFromFile):
         raise RuntimeError(
             f'{len(tried)} bad images in a row ({", ".join(tried)}): most of '
             'the dataset cannot be loaded; list its bad files with '
-            'tools/check_data.py CONFIG')
+            'tools/analysis_tools/check_data.py CONFIG')
 
     def _blank(self, results: dict, filename: str, reason: str):
         """A grey image of the size the data info records."""

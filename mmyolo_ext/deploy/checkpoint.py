@@ -1,6 +1,6 @@
 """Build a detector from a config and load a training or deploy checkpoint.
 
-A deploy checkpoint (written by ``tools/reparameterize.py``) holds the weights
+A deploy checkpoint (written by ``tools/model_converters/reparameterize.py``) holds the weights
 of the re-parameterized model and says so in its meta:
 ``meta['mmyolo_ext']['deploy'] is True``. Its state dict only fits a model
 that is already fused, so :func:`load_detector` re-parameterizes the freshly

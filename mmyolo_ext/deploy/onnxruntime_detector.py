@@ -28,7 +28,7 @@ class ONNXRuntimeDetector(BaseModel):
     channel order but only scales by 1/255.
 
     Args:
-        onnx_file (str): The exported model (``tools/export_onnx.py``).
+        onnx_file (str): The exported model (``tools/deployment/export_onnx.py``).
         detector (dict): The config's model: its ``bbox_head`` and
             ``test_cfg`` give the post-processing, its ``data_preprocessor``
             the batching.

@@ -76,5 +76,5 @@ class BadImageReportHook(Hook):
         lines = '\n'.join(f'  {p}: {r}' for p, r in self.bad_images.items())
         runner.logger.warning(
             f'bad images: {len(self.bad_images)} files could not be loaded '
-            f'in this run (run tools/check_data.py CONFIG to list every bad '
+            f'in this run (run tools/analysis_tools/check_data.py CONFIG to list every bad '
             f'image and annotation):\n{lines}')

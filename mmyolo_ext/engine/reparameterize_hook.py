@@ -24,12 +24,12 @@ class ReparameterizeHook(Hook):
     Args:
         before_load (bool): Fuse in ``before_run``, before the runner loads
             the checkpoint: for a deploy checkpoint (fused weights, written
-            by ``tools/reparameterize.py``), which only fits the fused
+            by ``tools/model_converters/reparameterize.py``), which only fits the fused
             model. ``tools/test.py`` sets it when the checkpoint's meta says
             deploy. Defaults to False (fuse the loaded training weights).
         channels_last (bool): Put the fused model in the channels-last
             memory format (its convs then run in it; measured by
-            ``tools/benchmark_deploy.py``: the fastest CPU variant, same
+            ``benchmarks/deploy.py``: the fastest CPU variant, same
             outputs). Defaults to True.
     """
 

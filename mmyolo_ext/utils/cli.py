@@ -1,5 +1,6 @@
-"""What tools/train.py and tools/test.py share: mmdet 3.3's common flags, the
-config they produce, and the runner built from it."""
+"""What the tools share: mmdet 3.3's ``--cfg-options`` and launcher flags,
+the config they produce (config variables replaced, see
+:mod:`mmyolo_ext.engine.config_variables`), and the runner built from it."""
 import argparse
 import os
 import os.path as osp
@@ -13,14 +14,23 @@ from mmyolo_ext.engine.config_variables import \
     load_config as load_config_with_variables
 
 
-def add_common_args(parser: argparse.ArgumentParser) -> None:
-    """--cfg-options, --launcher and the launcher's --local-rank."""
+def add_cfg_options(parser: argparse.ArgumentParser) -> None:
+    """mmdet's --cfg-options; a plain name (``img_scale=...``) replaces the
+    config variable of that name, so what the configs derive from it
+    follows."""
     parser.add_argument(
         '--cfg-options',
         nargs='+',
         action=DictAction,
-        help='override some settings in the used config, the key-value pair '
-        'in xxx=yyy format will be merged into config file.')
+        help='override settings of the config: key=value pairs; a plain '
+        'name such as data_yaml=... or max_epochs=... replaces that config '
+        'variable (what the config derives from it follows), a dotted key '
+        'is merged into the config as mmdet does')
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """--cfg-options, --launcher and the launcher's --local-rank."""
+    add_cfg_options(parser)
     parser.add_argument(
         '--launcher',
         choices=['none', 'pytorch', 'slurm', 'mpi'],

@@ -24,7 +24,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 import mmyolo_ext  # noqa: F401
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers.paths import ROOT
 DEMO_CONFIG = ROOT / 'configs' / 'yolov7_tiny_demo.py'
 PHOTO = Path(matplotlib.get_data_path()) / 'sample_data' / 'grace_hopper.jpg'
 

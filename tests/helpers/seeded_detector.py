@@ -15,7 +15,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 import mmyolo_ext  # noqa: F401
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers.paths import ROOT
 DEMO_CONFIG = ROOT / 'configs' / 'yolov7_tiny_demo.py'
 
 

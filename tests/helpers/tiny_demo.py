@@ -5,7 +5,7 @@ from pathlib import Path
 
 from mmengine.config import Config
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers.paths import ROOT
 DEMO_CONFIG = ROOT / 'configs' / 'yolov7_tiny_demo.py'
 
 

@@ -2,7 +2,6 @@
 the data and recipe of yolov7_l_custom.py at 1280, num_classes from the
 data.yaml, and one training iteration through the lead and the auxiliary
 head on a tiny YOLO-layout dataset."""
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -16,7 +15,7 @@ from mmyolo_ext.engine.config_variables import load_config
 from mmyolo_ext.models.task_modules.assigners import V7AuxAssigner
 from mmyolo_ext.registry import MODELS, OPTIM_WRAPPER_CONSTRUCTORS
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers.paths import ROOT
 P6 = ROOT / 'configs' / 'yolov7_w6_custom.py'
 NC = 2
 

@@ -5,15 +5,14 @@ a tiny YOLO-layout dataset."""
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from mmyolo_ext.datasets import export_yolo_layout, generate_shapes_dataset
+from mmyolo_ext.demo_data import export_yolo_layout, generate_shapes_dataset
 from mmyolo_ext.engine.config_variables import load_config
 from mmyolo_ext.registry import MODELS
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers.paths import ROOT
 CONFIGS = {
     'tiny': ROOT / 'configs' / 'yolov7_tiny_custom.py',
     'l': ROOT / 'configs' / 'yolov7_l_custom.py'

@@ -1,12 +1,11 @@
 """The embedded demo config, end to end on a few images: it generates its
 data, trains, evaluates COCO mAP and writes the curves (PNG and JSON)."""
 import json
-from pathlib import Path
 
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers.paths import ROOT
 DEMO = ROOT / 'configs' / 'yolov7_tiny_demo.py'
 SPEC = dict(num_train=8, num_val=4, img_size=160, seed=5)
 

@@ -8,9 +8,9 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from mmyolo_ext.datasets import generate_shapes_dataset
+from mmyolo_ext.demo_data import generate_shapes_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers.paths import ROOT
 EXAMPLES = ROOT / 'configs' / 'examples'
 SPEC = dict(num_train=8, num_val=2, img_size=96, seed=1)
 

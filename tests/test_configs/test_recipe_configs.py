@@ -4,13 +4,12 @@ The expected values are a table written from the official hyp files and
 train.py / test.py (reference FACTS.md sections 1, 4 and 5), independent of
 the config files, so a typo in a config fails here.
 """
-from pathlib import Path
 from typing import Iterator, List
 
 import pytest
 from mmengine.config import Config
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers.paths import ROOT
 CONFIGS = ROOT / 'configs'
 
 # hyp.scratch.{p5,p6,tiny}.yaml

@@ -1,7 +1,6 @@
 """The optimization pieces of the recipe: parameter groups, nominal batch,
 summed gradient accumulation, warm-up / one-cycle schedule, EMA per step."""
 import math
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,6 +10,7 @@ import torch.nn as nn
 from mmengine.optim import OptimWrapper
 
 import mmyolo_ext  # noqa: F401
+from helpers.paths import ROOT
 from mmyolo_ext.engine.hooks import OptimStepEMAHook, YOLOv7ParamSchedulerHook
 from mmyolo_ext.engine.optimizers import (NominalBatchOptimConstructor,
                                           SummedAccumulationOptimWrapper,
@@ -60,7 +60,7 @@ def test_param_groups_of_yolov7_tiny_hold_implicit_layers():
     from mmyolo.registry import MODELS
     init_default_scope('mmyolo')
     cfg = Config.fromfile(
-        str(Path(__file__).resolve().parents[1] / 'configs' / '_base_' /
+        str(ROOT / 'configs' / '_base_' /
             'models' / 'yolov7_tiny.py'))
     model = MODELS.build(cfg.model)
     no_decay, decay, biases = split_param_groups(model)

@@ -9,7 +9,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope, MODELS, TASK_UTILS
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers.paths import ROOT
 CUSTOM_IMPORTS = ("custom_imports = dict(imports=['mmyolo_ext'], "
                   'allow_failed_imports=False)')
 

@@ -1,8 +1,7 @@
 """Bad images (truncated JPEG, zero-byte file, missing file, non-image file)
 in a COCO-json dataset and in a YOLODataset: reported by path, skipped
 (training) or replaced by a grey image (validation), counted; and
-tools/check_data.py lists them with the bad annotations."""
-import importlib.util
+tools/analysis_tools/check_data.py lists them with the bad annotations."""
 import json
 import sys
 from pathlib import Path
@@ -19,7 +18,8 @@ from mmyolo_ext.datasets import (BadImageLog, TolerantLoadImageFromFile,
 from mmyolo_ext.datasets.data_check import check_config
 from mmyolo_ext.engine import BadImageReportHook
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers.paths import ROOT
+from helpers.tools import load_tool
 W, H = 48, 32
 REASONS = {
     'truncated.jpg': 'truncated JPEG',
@@ -218,10 +218,7 @@ def test_check_data_lists_bad_images_and_annotations(tmp_path, capsys,
 
     cfg_file = tmp_path / 'cfg.py'
     cfg_file.write_text(f'train_dataloader = {cfg["train_dataloader"]!r}\n')
-    spec = importlib.util.spec_from_file_location(
-        'check_data', ROOT / 'tools/check_data.py')
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool('tools/analysis_tools/check_data.py')
     monkeypatch.setattr(sys, 'argv', ['check_data.py', str(cfg_file)])
     assert tool.main() == 1
     out = capsys.readouterr().out

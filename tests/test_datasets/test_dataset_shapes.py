@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmyolo_ext.datasets import (SHAPE_CLASSES, SyntheticShapesDataset,
-                                 generate_shapes_dataset)
+from mmyolo_ext.demo_data import (SHAPE_CLASSES, SyntheticShapesDataset,
+                                  generate_shapes_dataset)
 
 SPEC = dict(num_train=24, num_val=6, img_size=160, seed=3)
 

@@ -15,8 +15,8 @@ from mmdet.datasets.api_wrappers import COCOeval
 from mmdet.evaluation import CocoMetric
 from mmengine.logging import MMLogger
 
-from mmyolo_ext.datasets import (SyntheticShapesDataset, YOLODataset,
-                                 export_yolo_layout, img2label_path)
+from mmyolo_ext.datasets import YOLODataset, img2label_path
+from mmyolo_ext.demo_data import SyntheticShapesDataset, export_yolo_layout
 from mmyolo_ext.datasets import yolo_labels
 from mmyolo_ext.datasets.yolo_labels import LabelError
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from mmyolo_ext.datasets.shifted_shapes import (CLASS_NAME, SPLIT_STYLES,
+from mmyolo_ext.demo_data.shifted_shapes import (CLASS_NAME, SPLIT_STYLES,
                                                 generate_shifted_shapes)
 
 

@@ -9,11 +9,11 @@ import numpy as np
 import torch
 from mmengine.registry import init_default_scope
 
-from mmyolo_ext.datasets import export_yolo_layout, generate_shapes_dataset
+from mmyolo_ext.demo_data import export_yolo_layout, generate_shapes_dataset
 from mmyolo_ext.engine.config_variables import load_config
 from mmyolo_ext.registry import DATASETS
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers.paths import ROOT
 
 
 def test_yolo_layout_and_coco_json_give_the_same_training_samples(

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn as nn
 from mmdet.structures import DetDataSample
-from test_models_reference import (VECTORS, build_model, load_converted,
+from helpers.official_models import (VECTORS, build_model, load_converted,
                                    load_manifest, num_params,
                                    official_decoded_order,
                                    random_official_state_dict)

@@ -6,7 +6,6 @@ import copy
 import os
 import runpy
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ from mmengine.registry import MODELS, DefaultScope
 onnx = pytest.importorskip('onnx')
 ort = pytest.importorskip('onnxruntime')
 
-from calibrated_detector import (ROOT, calibrated_detector,  # noqa: E402
+from helpers.calibrated_detector import (ROOT, calibrated_detector,  # noqa: E402
                                  photo_views)
 from mmyolo_ext.deploy import reparameterize  # noqa: E402
 from mmyolo_ext.deploy.onnx_export import (export_onnx,  # noqa: E402
@@ -279,7 +278,7 @@ def _export_and_compare(tmp_path, arch, size):
 
 def test_export_cli_loads_checkpoint_and_simplifies(tiny, tmp_path,
                                                     monkeypatch):
-    """tools/export_onnx.py on a saved checkpoint, --nms onnx --simplify:
+    """tools/deployment/export_onnx.py on a saved checkpoint, --nms onnx --simplify:
     the detections of the PyTorch model's official rows."""
     ckpt = tmp_path / 'model.pth'
     torch.save(dict(state_dict=tiny['model'].state_dict(), meta=dict()), ckpt)
@@ -289,7 +288,7 @@ def test_export_cli_loads_checkpoint_and_simplifies(tiny, tmp_path,
         str(ckpt), '--out', str(out), '--img-size', '160', '--nms', 'onnx',
         '--max-det', '100', '--simplify'
     ])
-    runpy.run_path(str(ROOT / 'tools' / 'export_onnx.py'), run_name='__main__')
+    runpy.run_path(str(ROOT / 'tools' / 'deployment' / 'export_onnx.py'), run_name='__main__')
     meta = read_metadata(str(out))
     assert meta['class_names'] == ['circle', 'rectangle', 'triangle']
     outputs = session(out).run(None, {'images': tiny['images'][:1].numpy()})
@@ -314,7 +313,7 @@ def test_readme_snippet_runs_and_draws_the_detections(tiny, tmp_path,
     import shutil
 
     import cv2
-    from calibrated_detector import PHOTO
+    from helpers.calibrated_detector import PHOTO
     readme = (ROOT / 'README.md').read_text()
     section = readme[readme.index('## Export to ONNX'):]
     code = section[section.index('```python\n') + 10:]

@@ -14,13 +14,12 @@ from mmengine.config import Config
 
 pytest.importorskip('onnxruntime')
 
-from calibrated_detector import ROOT, calibrated_detector  # noqa: E402
+from helpers.calibrated_detector import ROOT, calibrated_detector  # noqa: E402
 from mmyolo_ext.deploy.onnx_export import export_onnx  # noqa: E402
 
 
 def run_test_tool(monkeypatch, *args):
     monkeypatch.setattr(sys, 'argv', ['test.py', *map(str, args)])
-    monkeypatch.syspath_prepend(str(ROOT / 'tools'))
     runpy.run_path(str(ROOT / 'tools' / 'test.py'), run_name='__main__')
 
 

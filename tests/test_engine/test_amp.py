@@ -11,7 +11,7 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import MODELS, DefaultScope
 
 import mmyolo_ext  # noqa: F401
-from tiny_demo import DEMO_CONFIG
+from helpers.tiny_demo import DEMO_CONFIG
 
 BATCH, SIZE = 2, 128
 

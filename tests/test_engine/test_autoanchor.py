@@ -19,7 +19,7 @@ from mmyolo_ext.models.task_modules.anchor_fitting import (
     kmeans_codebook, ratio_metric)
 from mmyolo_ext.registry import HOOKS, MODELS
 
-from test_models_reference import REPO
+from helpers.paths import ROOT
 
 TINY_ANCHORS = [[[10, 13], [16, 30], [33, 23]], [[30, 61], [62, 45],
                                                  [59, 119]],
@@ -86,7 +86,7 @@ def train_sizes(images):
 @pytest.fixture(scope='module')
 def tiny_cfg():
     cfg = Config.fromfile(
-        str(REPO / 'configs' / '_base_' / 'models' / 'yolov7_tiny.py'))
+        str(ROOT / 'configs' / '_base_' / 'models' / 'yolov7_tiny.py'))
     cfg.model.bbox_head.head_module.num_classes = 2
     cfg.model.backbone.arch = 'tiny'
     return cfg

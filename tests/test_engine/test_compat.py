@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from concurrent_runs import command, run_all
+from helpers.concurrent_runs import command, run_all
 
-ROOT = Path(__file__).resolve().parents[1]
-TOY = ROOT / 'tests' / 'toy'
+from helpers.paths import ROOT
+from helpers.paths import TOY
 
 
 def run(args, cwd, **env_extra):
@@ -41,11 +41,9 @@ LOAD = 'import sys, torch; torch.load(sys.argv[1])'
 
 
 def killed(out: subprocess.CompletedProcess) -> bool:
-    from toy_modules import KILLED_EXIT_CODE
+    from helpers.toy_modules import KILLED_EXIT_CODE
     return out.returncode == KILLED_EXIT_CODE
 
-
-sys.path.insert(0, str(TOY))
 
 
 @pytest.fixture(scope='module')

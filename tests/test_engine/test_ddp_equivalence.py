@@ -90,7 +90,7 @@ def train(rank: int, world: int, out: str, port: int) -> None:
     import mmyolo_ext  # noqa: F401  (also the CPU launcher fix)
     from mmyolo_ext.engine.hooks import OptimStepEMAHook
     from mmyolo_ext.engine.optimizers import SummedAccumulationOptimWrapper
-    from tiny_demo import DEMO_CONFIG
+    from helpers.tiny_demo import DEMO_CONFIG
     torch.set_num_threads(1)
     if world > 1:
         os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
@@ -139,7 +139,7 @@ def train(rank: int, world: int, out: str, port: int) -> None:
 
 def test_two_gloo_processes_equal_one_process(tmp_path):
     if torch.cuda.is_available():
-        pytest.skip('the CPU/gloo path; nccl runs in tools/gpu_selfcheck.py')
+        pytest.skip('the CPU/gloo path; nccl runs in tools/misc/gpu_selfcheck.py')
     # the single process here while the two ranks run (each process is
     # single-threaded)
     ranks = mp.start_processes(train, args=(2, str(tmp_path), free_port()),

@@ -18,7 +18,7 @@ from mmyolo_ext.engine.hooks import OptimStepEMAHook
 from mmyolo_ext.engine.optimizers import SummedAccumulationOptimWrapper
 from mmyolo_ext.engine.optimizers.nonfinite_step_guard import (
     note_batch_files, note_nonfinite_loss_terms)
-from tiny_demo import tiny_demo_cfg
+from helpers.tiny_demo import tiny_demo_cfg
 
 
 class Net(nn.Module):

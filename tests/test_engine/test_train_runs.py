@@ -11,13 +11,12 @@ import pytest
 import torch
 
 import mmyolo_ext  # noqa: F401  (lets torch.load read mmengine checkpoints)
-from concurrent_runs import command, run_all
-from mmyolo_ext.datasets import generate_shapes_dataset
+from helpers.concurrent_runs import command, run_all
+from mmyolo_ext.demo_data import generate_shapes_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
-TOY = ROOT / 'tests' / 'toy'
-sys.path.insert(0, str(TOY))
-from toy_modules import KILLED_EXIT_CODE  # noqa: E402
+from helpers.paths import ROOT
+from helpers.paths import TOY
+from helpers.toy_modules import KILLED_EXIT_CODE
 
 # the demo's shapes data at 128 px (its images are 320): the behaviours
 # tested (resume, launcher, evaluation) are the same at any image size

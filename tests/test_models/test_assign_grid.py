@@ -1,6 +1,5 @@
 """Grid candidate rule and batched dynamic-k matching of the YOLO
 assigners."""
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +9,7 @@ from mmyolo_ext.models.task_modules.assigners import (dynamic_k_matching,
                                                       grid_candidates)
 from mmyolo_ext.registry import TASK_UTILS
 
-DATA = Path(__file__).resolve().parent / 'data'
+from helpers.paths import TEST_DATA as DATA
 
 
 def load_case(name):

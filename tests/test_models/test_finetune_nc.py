@@ -5,7 +5,7 @@ re-initialized with the official prior; frozen backbone stages.
 
 The 80-class checkpoint is a fake official yolov7-tiny training state dict
 (random values, the official keys and shapes) put through the converter, as
-users do with ``tools/convert_yolov7_weights.py``.
+users do with ``tools/model_converters/convert_yolov7_weights.py``.
 """
 import copy
 import logging
@@ -18,11 +18,12 @@ import torch.nn as nn
 from mmengine.hooks import Hook
 from mmengine.logging import MMLogger
 from mmengine.runner import Runner, load_checkpoint
-from test_models_reference import (build_model, load_manifest,
+from helpers.official_models import (build_model, load_manifest,
                                    random_official_state_dict)
-from tiny_demo import tiny_demo_cfg
+from helpers.tiny_demo import tiny_demo_cfg
 
 from mmyolo_ext.models.dense_heads import IDetectHeadModule
+from helpers.tools import load_tool
 
 NUM_ANCHORS = 3
 SOURCE_CLASSES = 80
@@ -48,7 +49,7 @@ def per_anchor(tensor: torch.Tensor, dim: int) -> torch.Tensor:
 
 @pytest.fixture(scope='module')
 def converted_checkpoint(tmp_path_factory):
-    from test_convert_yolov7_weights import tool
+    tool = load_tool('tools/model_converters/convert_yolov7_weights.py')
     official = random_official_state_dict(load_manifest('tiny', 'training'))
     state_dict, arch, _ = tool.detect_and_convert(official)
     assert arch == 'tiny'
@@ -213,9 +214,9 @@ def build_tiny(frozen_stages: int, device: str = 'cpu'):
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmyolo.registry import MODELS
-    from test_models_reference import REPO
+    from helpers.paths import ROOT
     cfg = Config.fromfile(
-        str(REPO / 'configs' / '_base_' / 'models' / 'yolov7_tiny.py'))
+        str(ROOT / 'configs' / '_base_' / 'models' / 'yolov7_tiny.py'))
     init_default_scope(cfg.default_scope)
     cfg.model.bbox_head.head_module.num_classes = 3
     cfg.model.backbone.frozen_stages = frozen_stages
@@ -246,12 +247,12 @@ def test_frozen_stages_keep_weights_and_statistics():
     decay) changes nothing in the frozen stem and stages 1-2."""
     from mmengine.config import Config
     from mmengine.optim import build_optim_wrapper
-    from test_models_reference import REPO
+    from helpers.paths import ROOT
     torch.manual_seed(0)
     model = build_tiny(frozen_stages=2)
     model.init_weights()
     model.train()  # applies the freeze, as the runner's loop does
-    cfg = Config.fromfile(str(REPO / 'configs' / 'yolov7_tiny_coco.py'))
+    cfg = Config.fromfile(str(ROOT / 'configs' / 'yolov7_tiny_coco.py'))
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     before = copy.deepcopy(model.state_dict())
     one_training_step(model, optim_wrapper)
@@ -285,17 +286,17 @@ def test_single_cls_makes_a_one_class_model_and_dataset(tmp_path):
     """``--cfg-options single_cls=True`` in the custom configs: every label
     class 0, one class named 'item', a one-class head (scored by objectness
     alone, no class loss: nothing else to set on the model side)."""
-    from mmyolo_ext.datasets import (export_yolo_layout,
-                                     generate_shapes_dataset)
+    from mmyolo_ext.demo_data import (export_yolo_layout,
+                                      generate_shapes_dataset)
     from mmyolo_ext.engine.config_variables import load_config
     from mmyolo_ext.registry import DATASETS
-    from test_models_reference import REPO
+    from helpers.paths import ROOT
     generate_shapes_dataset(str(tmp_path / 'shapes'), num_train=3,
                             num_val=2, img_size=96, seed=3)
     data_yaml = export_yolo_layout(str(tmp_path / 'shapes'),
                                    str(tmp_path / 'yolo'))
     cfg = load_config(
-        str(REPO / 'configs' / 'yolov7_tiny_custom.py'),
+        str(ROOT / 'configs' / 'yolov7_tiny_custom.py'),
         dict(data_yaml=data_yaml, single_cls=True))
     assert cfg.model.bbox_head.head_module.num_classes == 1
     assert cfg.class_names == ('item', )
@@ -309,6 +310,6 @@ def test_single_cls_makes_a_one_class_model_and_dataset(tmp_path):
                   for inst in dataset.get_data_info(i)['instances']]
         assert labels and set(labels) == {0}
     plain = load_config(
-        str(REPO / 'configs' / 'yolov7_tiny_custom.py'),
+        str(ROOT / 'configs' / 'yolov7_tiny_custom.py'),
         dict(data_yaml=data_yaml))
     assert plain.model.bbox_head.head_module.num_classes == 3

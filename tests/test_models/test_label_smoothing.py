@@ -7,7 +7,7 @@ matching and the smoothed targets are checked against the reference.
 """
 import pytest
 import torch
-from test_loss_ota import build_loss, case_preds, load_case, reference_rows
+from helpers.ota_cases import build_loss, case_preds, load_case, reference_rows
 
 AUX_WEIGHT = 0.25  # the official ComputeLossAuxOTA's weight of aux terms
 

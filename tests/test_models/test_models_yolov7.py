@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 from mmdet.structures import DetDataSample
 from mmengine.structures import InstanceData
-from test_models_reference import (ARCH_CFGS, VECTORS, build_model,
+from helpers.official_models import (ARCH_CFGS, VECTORS, build_model,
                                    load_converted, load_manifest, num_params,
                                    official_decoded_order)
 
@@ -125,9 +125,9 @@ class RecordingYOLOv7Loss(nn.Module):
 
 def tiny_head(num_classes=3):
     from mmengine.config import Config
-    from test_models_reference import REPO
+    from helpers.paths import ROOT
     cfg = Config.fromfile(
-        str(REPO / 'configs/_base_/models/yolov7_tiny.py')).model.bbox_head
+        str(ROOT / 'configs/_base_/models/yolov7_tiny.py')).model.bbox_head
     cfg.head_module.num_classes = num_classes
     cfg.loss = dict(type='mmyolo_ext.RecordingYOLOv7Loss')
     return MODELS.build(cfg)

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn as nn
 from mmengine.config import ConfigDict
-from test_models_reference import build_model
+from helpers.official_models import build_model
 
 NUM_ANCHORS = 3
 STRIDES = (8, 16, 32)

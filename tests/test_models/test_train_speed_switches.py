@@ -2,7 +2,6 @@
 convolutions run, not what the training computes: the same losses over 20
 iterations, the same gradients, the same parameter names; the loss reads a
 channels_last head output through the same zero-copy view."""
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +11,7 @@ from mmengine.registry import init_default_scope
 import mmyolo_ext  # noqa: F401
 from mmyolo_ext.registry import MODELS
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers.paths import ROOT
 DEMO = ROOT / 'configs' / 'yolov7_tiny_demo.py'
 SIZE = 64
 

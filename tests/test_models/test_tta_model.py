@@ -6,9 +6,10 @@ import torch
 import torch.nn.functional as F
 from mmdet.structures import DetDataSample
 from mmengine.structures import InstanceData
-from seeded_detector import seeded_detector
+from helpers.seeded_detector import seeded_detector
 
 from mmyolo_ext.models.detectors import YOLOv7TTAModel
+from helpers.tools import load_tool
 
 
 def letterboxed_batch(gen, h=96, w=128):
@@ -176,18 +177,12 @@ def test_test_tool_tta_config_wraps_and_loads(tmp_path):
     """tools/test.py --tta: the recipe's tta_model wraps the model, the test
     pipeline stays, EMA hooks leave the run, and a training checkpoint loads
     into the wrapped detector (mmengine strips the wrapper's prefix)."""
-    import importlib.util
-    import sys
-
     from mmengine.config import Config
     from mmengine.registry import MODELS, DefaultScope
     from mmengine.runner import load_checkpoint
-    from seeded_detector import DEMO_CONFIG, ROOT
-    sys.path.insert(0, str(ROOT / 'tools'))
-    spec = importlib.util.spec_from_file_location('test_tool',
-                                                  ROOT / 'tools' / 'test.py')
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+
+    from helpers.seeded_detector import DEMO_CONFIG
+    tool = load_tool('tools/test.py')
 
     cfg = Config.fromfile(str(DEMO_CONFIG))
     pipeline = cfg.test_dataloader.dataset.pipeline

@@ -1,9 +1,8 @@
-"""The assignment view (tools/analysis/visualize_assignment.py): on an image
+"""The assignment view (tools/analysis_tools/visualize_assignment.py): on an image
 with known boxes the listed and drawn positive cells are those of the YOLOv5
 candidate rule re-derived here; a ground truth no anchor fits is listed as
 without positives; OTA's choice lies within the candidates; the auxiliary
 head (P6) gets the 5-cell rule."""
-import importlib.util
 import json
 import math
 from collections import Counter
@@ -19,7 +18,8 @@ from mmengine.registry import init_default_scope
 from mmyolo_ext.analysis import assignment_view as view
 from mmyolo_ext.registry import MODELS
 
-from test_models_reference import REPO
+from helpers.paths import ROOT
+from helpers.tools import load_tool
 
 SIZE = 128
 TINY_ANCHORS = [[(10, 13), (16, 30), (33, 23)], [(30, 61), (62, 45),
@@ -83,7 +83,7 @@ def batch(boxes, size=SIZE, grey=128):
 @pytest.fixture(scope='module')
 def tiny_model():
     cfg = Config.fromfile(
-        str(REPO / 'configs' / '_base_' / 'models' / 'yolov7_tiny.py'))
+        str(ROOT / 'configs' / '_base_' / 'models' / 'yolov7_tiny.py'))
     cfg.model.bbox_head.head_module.num_classes = 2
     init_default_scope('mmyolo')
     torch.manual_seed(0)
@@ -198,17 +198,13 @@ GENERATE = dict(num_train=3, num_val=1, img_size=128, seed=1)
 def test_tool_writes_pngs_and_summary(tmp_path):
     """The command line on the demo config (its train pipeline and
     collate), a few generated images."""
-    from mmyolo_ext.datasets import generate_shapes_dataset
+    from mmyolo_ext.demo_data import generate_shapes_dataset
     root = tmp_path / 'shapes'
     generate_shapes_dataset(str(root), **GENERATE)
-    spec = importlib.util.spec_from_file_location(
-        'visualize_assignment',
-        REPO / 'tools' / 'analysis' / 'visualize_assignment.py')
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool('tools/analysis_tools/visualize_assignment.py')
     out = tmp_path / 'out'
     assert tool.main([
-        str(REPO / 'configs' / 'yolov7_tiny_demo.py'), '--num-images', '2',
+        str(ROOT / 'configs' / 'yolov7_tiny_demo.py'), '--num-images', '2',
         '--out-dir', str(out), '--cfg-options',
         f'train_dataloader.dataset.data_root={root}/',
         *(f'train_dataloader.dataset.generate.{k}={v}'

@@ -1,4 +1,4 @@
-"""tools/convert_yolov7_weights.py: official checkpoints (pickled model
+"""tools/model_converters/convert_yolov7_weights.py: official checkpoints (pickled model
 objects, without the official code) and state dicts of all 7 models, both
 kinds, load into our configs."""
 import importlib.util
@@ -12,24 +12,17 @@ import pytest
 import torch
 import torch.nn as nn
 from mmengine.runner import load_checkpoint
-from test_models_reference import (ARCH_CFGS, REPO, build_model,
+from helpers.official_models import (ARCH_CFGS, ROOT, build_model,
                                    load_converted, load_manifest,
                                    random_official_state_dict)
 
 from mmyolo_ext.deploy import reparameterize
 from mmyolo_ext.deploy.official_weights import (load_official_state_dict,
                                                 official_units)
+from helpers.tools import load_tool
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location(
-        'convert_yolov7_weights', REPO / 'tools' / 'convert_yolov7_weights.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = _load_tool()
+tool = load_tool('tools/model_converters/convert_yolov7_weights.py')
 
 
 def meta_state_dict(manifest):
@@ -163,9 +156,9 @@ def test_official_checkpoint_loads_without_official_code(tmp_path):
 
     dst = tmp_path / 'converted.pth'
     out = subprocess.run(
-        [sys.executable, str(REPO / 'tools' / 'convert_yolov7_weights.py'),
+        [sys.executable, str(ROOT / 'tools' / 'model_converters' / 'convert_yolov7_weights.py'),
          str(src), str(dst)],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
         env=dict(os.environ, OMP_NUM_THREADS='1'))  # as the test process
     assert out.returncode == 0, out.stderr
     assert 'tiny (training checkpoint, 80 classes' in out.stdout

@@ -1,18 +1,17 @@
-"""tools/gpu_selfcheck.py on a machine without CUDA: it does not crash,
+"""tools/misc/gpu_selfcheck.py on a machine without CUDA: it does not crash,
 reports every check as skipped with the reason and exits 0; its dry run
 executes the CPU-runnable checks (loss on the official vectors, predict and
 deploy) and they pass."""
-import importlib.util
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / 'tools' / 'gpu_selfcheck.py'
+from helpers.paths import ROOT
+from helpers.tools import load_tool
+SCRIPT = ROOT / 'tools' / 'misc' / 'gpu_selfcheck.py'
 CHECKS = ('loss vectors', 'assign 2000 GT', 'demo --amp', 'predict/deploy',
           'nccl 2 procs', 'benchmark_loss')
 
@@ -44,9 +43,7 @@ def test_without_cuda_every_check_is_skipped_and_exit_code_is_0(
         monkeypatch, capsys):
     # the script's main() in this process (the dry run below runs the
     # command line): no CUDA here, as in a process with no visible device
-    spec = importlib.util.spec_from_file_location('gpu_selfcheck', SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_tool('tools/misc/gpu_selfcheck.py')
     monkeypatch.setattr(sys, 'argv', [str(SCRIPT)])
     assert script.main() == 0
     stdout = capsys.readouterr().out

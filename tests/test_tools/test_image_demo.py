@@ -1,8 +1,7 @@
-"""tools/image_demo.py: drawn images, mmdet's preds/*.json and the official
+"""tools/deployment/image_demo.py: drawn images, mmdet's preds/*.json and the official
 detect.py txt rows of the model's own predictions, batched or not, over
 images (an unreadable one skipped) and a video."""
 import contextlib
-import importlib.util
 import io
 import json
 import shutil
@@ -13,20 +12,17 @@ import pytest
 import torch
 from mmengine.dataset import Compose
 from mmengine.registry import DefaultScope
-from seeded_detector import DEMO_CONFIG, ROOT, seeded_detector
+from helpers.seeded_detector import DEMO_CONFIG, seeded_detector
 
 from mmyolo_ext.deploy import load_detector
+from helpers.tools import load_tool
 
 SCORE_THR = 0.05
 CLASSES = ('circle', 'rectangle', 'triangle')
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location(
-        'image_demo', ROOT / 'tools' / 'image_demo.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('tools/deployment/image_demo.py')
 
 
 @pytest.fixture(scope='module')

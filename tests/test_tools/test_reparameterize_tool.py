@@ -1,4 +1,4 @@
-"""tools/reparameterize.py writes deploy checkpoints that load_detector and
+"""tools/model_converters/reparameterize.py writes deploy checkpoints that load_detector and
 tools/test.py load with no flag and that predict what the training
 checkpoint predicts; the EMA weights are the ones it keeps."""
 import copy
@@ -8,7 +8,6 @@ import runpy
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,14 +15,14 @@ from mmdet.structures import DetDataSample
 from mmengine.config import Config
 from mmengine.hooks import EMAHook
 from mmdet.models.layers import ExpMomentumEMA
-from seeded_detector import DEMO_CONFIG, ROOT, seeded_detector
+from helpers.seeded_detector import DEMO_CONFIG, ROOT, seeded_detector
 
-from mmyolo_ext.datasets import generate_shapes_dataset
+from mmyolo_ext.demo_data import generate_shapes_dataset
 from mmyolo_ext.deploy import (is_deploy_checkpoint, load_detector,
                                reparameterize)
 from mmyolo_ext.deploy.checkpoint import deploy_checkpoint
 
-TOOL = ROOT / 'tools' / 'reparameterize.py'
+TOOL = ROOT / 'tools' / 'model_converters' / 'reparameterize.py'
 
 
 @pytest.fixture(scope='module')

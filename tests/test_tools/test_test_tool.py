@@ -4,21 +4,19 @@ import pickle
 import runpy
 import sys
 import textwrap
-from pathlib import Path
 
 import torch
 
-from mmyolo_ext.datasets import generate_shapes_dataset
-from seeded_detector import seeded_detector
+from mmyolo_ext.demo_data import generate_shapes_dataset
+from helpers.seeded_detector import seeded_detector
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers.paths import ROOT
 
 
 def run_test_tool(monkeypatch, capfd, *args) -> str:
     """tools/test.py with ``args`` as its command line, in this process
     (test_reparameterize_tool runs it as a process); its log."""
     monkeypatch.setattr(sys, 'argv', ['test.py', *map(str, args)])
-    monkeypatch.syspath_prepend(str(ROOT / 'tools'))
     monkeypatch.delenv('LOCAL_RANK', raising=False)  # the tool sets it
     runpy.run_path(str(ROOT / 'tools' / 'test.py'), run_name='__main__')
     out = capfd.readouterr()

@@ -1,6 +1,6 @@
 """Autoanchor on a config's training set, without training.
 
-    python tools/analysis/check_anchors.py CONFIG [--img-size N] \\
+    python tools/analysis_tools/check_anchors.py CONFIG [--img-size N] \\
         [--cfg-options ...]
 
 Prints what ``AutoAnchorHook`` would do before training: the best possible
@@ -10,25 +10,22 @@ settings are used when it has one; --img-size defaults to its img_size, else
 to the config's ``input_size`` (or ``img_scale``).
 """
 import argparse
-import os.path as osp
 import sys
 
-from mmengine.config import DictAction
 from mmengine.registry import init_default_scope
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
-    __file__)))))
-import mmyolo_ext  # noqa: E402,F401  (registers modules)
-from mmyolo_ext.engine.config_variables import load_config  # noqa: E402
+import mmyolo_ext  # noqa: F401  (registers modules)
+from mmyolo_ext.engine.config_variables import load_config
 from mmyolo_ext.engine.hooks.autoanchor_hook import AutoAnchorHook  # noqa
-from mmyolo_ext.registry import DATASETS, MODELS  # noqa: E402
+from mmyolo_ext.registry import DATASETS, MODELS
+from mmyolo_ext.utils.cli import add_cfg_options
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('config')
     parser.add_argument('--img-size', type=int)
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    add_cfg_options(parser)
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmyolo'))

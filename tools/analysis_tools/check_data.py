@@ -2,8 +2,8 @@
 
 Example::
 
-    python tools/check_data.py configs/yolov7_tiny_demo.py
-    python tools/check_data.py CONFIG --cfg-options data_yaml=data/x/data.yaml
+    python tools/analysis_tools/check_data.py configs/yolov7_tiny_demo.py
+    python tools/analysis_tools/check_data.py CONFIG --cfg-options data_yaml=data/x/data.yaml
 
 Each image of the train / val / test datasets is read and decoded (missing,
 empty, truncated, undecodable files; a size that differs from the
@@ -15,12 +15,12 @@ summary; the exit code is 1 when anything is bad, else 0.
 import argparse
 import sys
 
-from mmengine.config import DictAction
 
 import mmyolo_ext  # noqa: F401  (registers modules)
 from mmyolo_ext.datasets.data_check import (LOADERS, check_config,
                                             count_problems, format_report)
 from mmyolo_ext.engine.config_variables import load_config
+from mmyolo_ext.utils.cli import add_cfg_options
 
 
 def main() -> int:
@@ -32,12 +32,7 @@ def main() -> int:
         default=list(LOADERS),
         choices=list(LOADERS),
         help='which dataloaders\' datasets to check (default: all)')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override settings of the config, key=value (a plain name '
-        'such as data_yaml replaces that variable, as tools/train.py does)')
+    add_cfg_options(parser)
     args = parser.parse_args()
     cfg = load_config(args.config, args.cfg_options)
     reports = check_config(cfg, args.loaders)

@@ -1,6 +1,6 @@
 """See what the label assigner does with your labels.
 
-    python tools/analysis/visualize_assignment.py CONFIG \\
+    python tools/analysis_tools/visualize_assignment.py CONFIG \\
         [--checkpoint CKPT] [--num-images N] --out-dir DIR
 
 For the first N samples of the training set after the train pipeline
@@ -23,16 +23,15 @@ import os.path as osp
 import sys
 
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner, load_checkpoint
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
-    __file__)))))
-import mmyolo_ext  # noqa: E402,F401  (registers modules)
-from mmyolo_ext.engine.config_variables import load_config  # noqa: E402
-from mmyolo_ext.analysis import assignment_view as view  # noqa: E402
-from mmyolo_ext.registry import MODELS  # noqa: E402
+import mmyolo_ext  # noqa: F401  (registers modules)
+from mmyolo_ext.engine.config_variables import load_config
+from mmyolo_ext.analysis import assignment_view as view
+from mmyolo_ext.registry import MODELS
+from mmyolo_ext.utils.cli import add_cfg_options
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -43,7 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'predictions (default: the candidate rule)')
     parser.add_argument('--num-images', type=int, default=4)
     parser.add_argument('--out-dir', required=True)
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    add_cfg_options(parser)
     return parser.parse_args(argv)
 
 

@@ -3,22 +3,23 @@
 Examples::
 
     # decoded outputs (bs, N, 5 + nc), the official --grid layout
-    python tools/export_onnx.py configs/yolov7_tiny_demo.py epoch_12.pth \
+    python tools/deployment/export_onnx.py configs/yolov7_tiny_demo.py epoch_12.pth \
         --out tiny.onnx --img-size 320 320
     # NMS in the graph: onnxruntime (ONNX NonMaxSuppression) / TensorRT
-    python tools/export_onnx.py CONFIG CKPT --out e2e.onnx --nms onnx
-    python tools/export_onnx.py CONFIG CKPT --out trt.onnx --nms trt
+    python tools/deployment/export_onnx.py CONFIG CKPT --out e2e.onnx --nms onnx
+    python tools/deployment/export_onnx.py CONFIG CKPT --out trt.onnx --nms trt
     # for tools/test.py CONFIG model.onnx (rect batches of varying shapes)
-    python tools/export_onnx.py CONFIG CKPT --out eval.onnx --dynamic all
+    python tools/deployment/export_onnx.py CONFIG CKPT --out eval.onnx --dynamic all
 
 The input ``images`` is RGB in [0, 1], letterboxed outside the graph (see
 the README's "Export to ONNX").
 """
 import argparse
 
-from mmengine.config import DictAction
 
 import mmyolo_ext  # noqa: F401  (registers modules, applies the compat fixes)
+from mmyolo_ext.engine.config_variables import load_config
+from mmyolo_ext.utils.cli import add_cfg_options
 from mmyolo_ext.deploy import load_detector
 from mmyolo_ext.deploy.onnx_export import NMS_MODES, export_onnx
 
@@ -56,11 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         action='store_true',
         help='simplify the graph with onnxslim (or onnxsim)')
     parser.add_argument('--device', default='cpu', help='device to trace on')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override settings of the config, key=value pairs')
+    add_cfg_options(parser)
     return parser.parse_args(argv)
 
 
@@ -76,11 +73,10 @@ def default_img_size(cfg) -> list:
 def main(argv=None) -> None:
     args = parse_args(argv)
     model = load_detector(
-        args.config,
+        load_config(args.config, args.cfg_options),
         args.checkpoint,
         device=args.device,
-        deploy=True,
-        cfg_options=args.cfg_options)
+        deploy=True)
     img_size = args.img_size or default_img_size(model.cfg)
     if len(img_size) == 1:
         img_size = img_size * 2

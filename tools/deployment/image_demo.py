@@ -3,7 +3,7 @@
 MMDetection 3.3's ``DetInferencer`` (its pipeline, batching, visualizer and
 ``preds/*.json`` files) with the model loaded by
 :func:`mmyolo_ext.deploy.load_detector`, so a deploy checkpoint
-(``tools/reparameterize.py``) loads as it is. Outputs under ``--out-dir``:
+(``tools/model_converters/reparameterize.py``) loads as it is. Outputs under ``--out-dir``:
 
 * ``vis/<name>``: the image with boxes, class names and scores drawn
   (``vis/<video stem>.mp4`` for a video, at the video's fps);
@@ -16,7 +16,7 @@ MMDetection 3.3's ``DetInferencer`` (its pipeline, batching, visualizer and
 
 Example::
 
-    python tools/image_demo.py demo/ configs/yolov7_tiny_demo.py \\
+    python tools/deployment/image_demo.py demo/ configs/yolov7_tiny_demo.py \\
         --weights work_dirs/yolov7_tiny_demo/epoch_12.pth --save-txt
 """
 import argparse
@@ -311,7 +311,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('model', help='config file of the model')
     parser.add_argument(
         '--weights', required=True,
-        help='checkpoint (training, or deploy from tools/reparameterize.py)')
+        help='checkpoint (training, or deploy from tools/model_converters/reparameterize.py)')
     parser.add_argument(
         '--out-dir', default='outputs', help='output folder')
     parser.add_argument(
@@ -334,7 +334,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         default=True,
         help='run the model in the channels-last memory format (default: '
-        'the fastest CPU variant in tools/benchmark_deploy.py, same '
+        'the fastest CPU variant in benchmarks/deploy.py, same '
         'detections)')
     parser.add_argument(
         '--save-txt', action='store_true',

@@ -1,7 +1,7 @@
 """One command that checks on a GPU what CUDA can break, in minutes.
 
-    python tools/gpu_selfcheck.py                 # on a CUDA machine
-    python tools/gpu_selfcheck.py --cpu-dry-run   # the CPU-runnable parts
+    python tools/misc/gpu_selfcheck.py                 # on a CUDA machine
+    python tools/misc/gpu_selfcheck.py --cpu-dry-run   # the CPU-runnable parts
 
 Checks (each PASS, FAIL or SKIP, with a figure and its time, in a table):
 
@@ -17,7 +17,7 @@ Checks (each PASS, FAIL or SKIP, with a figure and its time, in a table):
   unfused and re-parameterized (``--deploy``), on the device equal to the
   CPU's within tolerance.
 * ``nccl 2 procs``: tools/dist_train.sh with 2 processes (2 GPUs needed).
-* ``benchmark_loss``: tools/benchmark_loss.py --device cuda (one scenario).
+* ``benchmark_loss``: benchmarks/loss.py --device cuda (one scenario).
 
 Without CUDA every check is skipped and the exit code is 0. With
 ``--cpu-dry-run`` the parts that can run on a CPU run there (the loss
@@ -42,7 +42,7 @@ from typing import Callable, List, Tuple
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VECTORS = ROOT / 'tests' / 'data'
 DEMO_CONFIG = ROOT / 'configs' / 'yolov7_tiny_demo.py'
 
@@ -146,8 +146,13 @@ def check_loss_vectors(device: torch.device, args) -> str:
 def check_assign_memory(device: torch.device, args) -> str:
     if device.type != 'cuda':
         raise Skip('measures GPU memory')
-    sys.path.insert(0, str(ROOT / 'tools'))
-    import benchmark_loss
+    # the loss benchmark's own scenario inputs, so that this check measures
+    # what benchmarks/loss.py times
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'benchmark_loss', ROOT / 'benchmarks' / 'loss.py')
+    benchmark_loss = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark_loss)
     benchmark_loss.DEVICE = device
     data = benchmark_loss.on_device(
         benchmark_loss.make_inputs(2, 640, 2000, 80))

@@ -2,8 +2,8 @@
 
 Usage::
 
-    python tools/convert_yolov7_weights.py yolov7-tiny.pt yolov7_tiny_mm.pth
-    python tools/convert_yolov7_weights.py SRC DST --arch e6e --config my.py
+    python tools/model_converters/convert_yolov7_weights.py yolov7-tiny.pt yolov7_tiny_mm.pth
+    python tools/model_converters/convert_yolov7_weights.py SRC DST --arch e6e --config my.py
 
 SRC: an official checkpoint (``yolov7*.pt`` / ``*_training.pt``, loaded
 without the official code) or a file holding an official state dict. The
@@ -13,8 +13,6 @@ and ``meta``.
 """
 import argparse
 import functools
-import sys
-from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -22,16 +20,14 @@ import torch.nn as nn
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
-from mmyolo_ext.deploy.official_weights import (  # noqa: E402
+from mmyolo_ext.utils import config_path
+from mmyolo_ext.deploy.official_weights import (
     ConversionReport, convert_official_state_dict, load_official_state_dict,
     official_layers)
 
 ARCHS = ('tiny', 'l', 'x', 'w6', 'e6', 'd6', 'e6e')
-BASE_CONFIG = 'configs/_base_/models/yolov7_{arch}.py'
+BASE_CONFIG = '_base_/models/yolov7_{arch}.py'
 
 
 def num_classes_of(official: Dict[str, torch.Tensor]) -> int:
@@ -77,7 +73,7 @@ def detect_and_convert(
         candidates = [(arch or 'custom', config)]
     else:
         archs = [arch] if arch else ARCHS
-        candidates = [(a, str(REPO_ROOT / BASE_CONFIG.format(arch=a)))
+        candidates = [(a, config_path(BASE_CONFIG.format(arch=a)))
                       for a in archs]
     errors = []
     for name, cfg_path in candidates:
@@ -116,7 +112,7 @@ def main() -> None:
     parser.add_argument('--arch', choices=ARCHS, help='skip detection')
     parser.add_argument(
         '--config', help='build the model from this config instead of '
-        f'{BASE_CONFIG}')
+        f'configs/{BASE_CONFIG}')
     args = parser.parse_args()
     checkpoint, arch, report = convert(args.src, args.arch, args.config)
     torch.save(checkpoint, args.dst)

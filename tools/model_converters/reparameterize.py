@@ -4,12 +4,12 @@ RepConv branches, BatchNorm and the implicit layers are folded and the P6
 auxiliary head is dropped (:func:`mmyolo_ext.deploy.reparameterize`); the
 EMA weights are used when the checkpoint has them. The result is marked as
 deploy in its meta (``meta['mmyolo_ext']['deploy']``), so ``tools/test.py``,
-``tools/image_demo.py`` and the exporter load it into a fused model with no
+``tools/deployment/image_demo.py`` and the exporter load it into a fused model with no
 flag.
 
 Example::
 
-    python tools/reparameterize.py configs/yolov7_tiny_demo.py \\
+    python tools/model_converters/reparameterize.py configs/yolov7_tiny_demo.py \\
         work_dirs/yolov7_tiny_demo/epoch_12.pth yolov7_tiny_demo_deploy.pth
 """
 import argparse
@@ -17,8 +17,9 @@ import os
 import os.path as osp
 
 import torch
-from mmengine.config import DictAction
 
+from mmyolo_ext.engine.config_variables import load_config
+from mmyolo_ext.utils.cli import add_cfg_options
 from mmyolo_ext.deploy import (is_deploy_checkpoint, load_detector,
                                read_checkpoint)
 from mmyolo_ext.deploy.checkpoint import deploy_checkpoint
@@ -37,11 +38,7 @@ def parse_args() -> argparse.Namespace:
         help="'ema' (default): the EMA weights where the checkpoint has "
         "them (MMEngine's EMAHook saves them as state_dict); 'model': the "
         'raw training weights')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override settings of the config (key=value)')
+    add_cfg_options(parser)
     return parser.parse_args()
 
 
@@ -52,10 +49,9 @@ def main() -> None:
         raise SystemExit(f'{args.checkpoint} is already a deploy checkpoint')
     has_ema = 'ema_state_dict' in ckpt
     model = load_detector(
-        args.config,
+        load_config(args.config, args.cfg_options),
         ckpt,
         deploy=True,
-        cfg_options=args.cfg_options,
         weights=args.weights)
     weights = 'ema' if has_ema and args.weights == 'ema' else 'model'
     out = deploy_checkpoint(
