@@ -28,8 +28,9 @@ import mmyolo_ext  # noqa: F401  (registers the modules)
 from mmyolo_ext.deploy import reparameterize
 
 ARCHS = ('tiny', 'l', 'x', 'w6', 'e6', 'd6', 'e6e')
-# official figures (FACTS.md table 1): name, input size, params (training
-# cfg), params (deploy, fused), GFLOPs
+# official figures (WongKinYiu/yolov7 README table and its cfg/training and
+# cfg/deploy models): name, input size, params (training cfg), params
+# (deploy, fused), GFLOPs
 OFFICIAL = {
     'tiny': ('yolov7-tiny', 640, 6_228_762, 6_219_709, 13.8),
     'l': ('yolov7', 640, 37_622_682, 36_905_341, 104.7),

@@ -1,7 +1,8 @@
 """The COCO training configs against the official recipe.
 
 The expected values are a table written from the official hyp files and
-train.py / test.py (reference FACTS.md sections 1, 4 and 5), independent of
+train.py / test.py (WongKinYiu/yolov7: data/hyp.scratch.*.yaml, cfg/, train.py,
+test.py), independent of
 the config files, so a typo in a config fails here.
 """
 from typing import Iterator, List
