@@ -1,5 +1,16 @@
 """mmyolo_ext: YOLOv7 for the OpenMMLab stack (MMEngine, MMDetection 3.x, MMYOLO)."""
+import shutil
+import sys
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+ROOT = Path(__file__).resolve().parent
+# What the wheel carries beside the code, as OpenMMLab packages ship them
+# (mmdet/.mim, mmyolo/.mim): `_base_ = 'mmyolo_ext::yolov7_l_coco.py'` and
+# `mim train mmyolo_ext ...` find them in an installed package.
+MIM_FILES = ('configs', 'tools')
+MIM_DIR = ROOT / 'mmyolo_ext' / '.mim'
 
 
 def read_version() -> str:
@@ -8,6 +19,23 @@ def read_version() -> str:
         exec(f.read(), namespace)
     return namespace['__version__']
 
+
+def add_mim_files() -> None:
+    """Copy configs/ and tools/ into mmyolo_ext/.mim when a wheel or an
+    sdist is built. An editable install reads them from the checkout."""
+    if not {'bdist_wheel', 'sdist', 'build'} & set(sys.argv):
+        return
+    for name in MIM_FILES:
+        target = MIM_DIR / name
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+        elif target.is_dir():
+            shutil.rmtree(target)
+        shutil.copytree(ROOT / name, target,
+                        ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
+
+
+add_mim_files()
 
 setup(
     name='mmyolo_ext',
@@ -18,6 +46,10 @@ setup(
     long_description_content_type='text/markdown',
     license='GPL-3.0',
     packages=find_packages(include=['mmyolo_ext', 'mmyolo_ext.*']),
+    package_data={
+        'mmyolo_ext':
+        ['.mim/configs/**/*.py', '.mim/tools/**/*.py', '.mim/tools/**/*.sh']
+    },
     python_requires='>=3.10,<3.13',
     # The ranges that work together (see README): mmyolo 0.6 refuses
     # mmcv>=2.1, and mmdet imports mmcv.ops, so mmcv must have compiled ops

@@ -29,3 +29,10 @@ def config_path(name: str) -> str:
             f'{name} is not one of the configs of mmyolo_ext ({path} does '
             'not exist)')
     return str(path)
+
+
+def register_config_package() -> None:
+    """Let mmengine configs name ours as ``'mmyolo_ext::<config>'`` (mmengine
+    resolves that prefix only for the packages in its ``MODULE2PACKAGE``)."""
+    from mmengine.config.utils import MODULE2PACKAGE
+    MODULE2PACKAGE.setdefault('mmyolo_ext', 'mmyolo_ext')

@@ -307,22 +307,22 @@ def test_export_rejects_bad_sizes(tiny, tmp_path):
 
 def test_readme_snippet_runs_and_draws_the_detections(tiny, tmp_path,
                                                       monkeypatch):
-    """The README's onnxruntime example, executed as written on the photo
+    """The docs' onnxruntime example, executed as written on the photo
     with an --nms onnx export; its boxes are drawn where the letterbox
     mapping puts the detections in the original image."""
     import shutil
 
     import cv2
     from helpers.calibrated_detector import PHOTO
-    readme = (ROOT / 'README.md').read_text()
-    section = readme[readme.index('## Export to ONNX'):]
+    doc = (ROOT / 'docs' / 'predict_and_deploy.md').read_text()
+    section = doc[doc.index('## Export to ONNX'):]
     code = section[section.index('```python\n') + 10:]
     code = code[:code.index('```')]
     shutil.copy(tiny['files']['onnx'], tmp_path / 'tiny_e2e.onnx')
     shutil.copy(PHOTO, tmp_path / 'photo.jpg')
     monkeypatch.chdir(tmp_path)
     namespace = {}
-    exec(compile(code, 'README.md', 'exec'), namespace)
+    exec(compile(code, 'predict_and_deploy.md', 'exec'), namespace)
     drawn = cv2.imread(str(tmp_path / 'photo_boxes.jpg'))
     original = cv2.imread(str(PHOTO))
     assert drawn.shape == original.shape
