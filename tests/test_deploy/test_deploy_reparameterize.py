@@ -4,10 +4,8 @@ import pytest
 import torch
 import torch.nn as nn
 from mmdet.structures import DetDataSample
-from helpers.official_models import (VECTORS, build_model, load_converted,
-                                   load_manifest, num_params,
-                                   official_decoded_order,
-                                   random_official_state_dict)
+from helpers.official_models import (build_model, load_converted, load_manifest, num_params, official_decoded_order, random_official_state_dict)
+from helpers.paths import VECTORS
 
 from mmyolo_ext.deploy import reparameterize
 from mmyolo_ext.models.layers import RepConv

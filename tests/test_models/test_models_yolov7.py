@@ -7,9 +7,8 @@ import torch
 import torch.nn as nn
 from mmdet.structures import DetDataSample
 from mmengine.structures import InstanceData
-from helpers.official_models import (ARCH_CFGS, VECTORS, build_model,
-                                   load_converted, load_manifest, num_params,
-                                   official_decoded_order)
+from helpers.official_models import (ARCH_CFGS, build_model, load_converted, load_manifest, num_params, official_decoded_order)
+from helpers.paths import VECTORS
 
 from mmyolo_ext.deploy import reparameterize
 from mmyolo_ext.models.backbones import ELANBackbone
