@@ -13,6 +13,7 @@ from mmyolo.datasets.yolov5_coco import BatchShapePolicyDataset
 
 from mmyolo_ext.registry import DATASETS
 from .bad_images import IMG_FORMATS
+from .image_cache import build_dataset_cache
 from .yolo_labels import (DEFAULT_TOLERANCE, LABEL_STATES, SKIP_REASONS,
                           scan_labels)
 
@@ -174,6 +175,10 @@ class YOLODataset(BatchShapePolicyDataset):
         filter_cfg (dict, optional): ``filter_empty_gt=True`` drops the
             background images from training (not in test mode). Defaults
             to None (kept, as the official code keeps them).
+        cache_images (str, optional): ``'ram'`` or ``'disk'``: decoded,
+            resized images kept for the next epochs (the official
+            ``--cache-images``; see :mod:`.image_cache`). Training only.
+            Defaults to None.
         **kwargs: The arguments of MMYOLO's ``BatchShapePolicyDataset`` /
             mmdet's ``BaseDetDataset`` (``pipeline``, ``test_mode``,
             ``batch_shapes_cfg``, ``data_root``, ``metainfo``...).
@@ -195,6 +200,7 @@ class YOLODataset(BatchShapePolicyDataset):
                  tolerance: float = DEFAULT_TOLERANCE,
                  filter_cfg: Optional[dict] = None,
                  metainfo: Optional[dict] = None,
+                 cache_images: Optional[str] = None,
                  **kwargs) -> None:
         if 'ann_file' in kwargs:
             raise TypeError('YOLODataset takes data_yaml=..., not ann_file')
@@ -212,6 +218,8 @@ class YOLODataset(BatchShapePolicyDataset):
         self.strict = strict
         self.use_cache = use_cache
         self.tolerance = tolerance
+        self.cache_images = cache_images
+        self.image_cache = None
         self.num_data_classes = self.data_info_yaml['nc']
         names = self.data_info_yaml['names']
         if single_cls:
@@ -240,6 +248,8 @@ class YOLODataset(BatchShapePolicyDataset):
             return
         with _gc_paused():
             super().full_init()
+        if not self.test_mode:
+            self.image_cache = build_dataset_cache(self, self.cache_images)
 
     def _serialize_data(self) -> Tuple[np.ndarray, np.ndarray]:
         """mmengine's serialization - the same ``data_bytes`` (uint8, the
