@@ -3,10 +3,18 @@ import pytest
 import torch
 from mmdet.models.task_modules.assigners import \
     SimOTAAssigner as MMDetSimOTAAssigner
+from mmengine.registry import DefaultScope
 from mmengine.structures import InstanceData
 
 import mmyolo_ext  # noqa: F401  (registers the modules)
 from mmyolo_ext.registry import TASK_UTILS
+
+
+def mmdet_simota(**kwargs) -> MMDetSimOTAAssigner:
+    """MMDetection's assigner, its IoU calculator built in mmdet's scope
+    (whatever default scope an earlier test left)."""
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        return MMDetSimOTAAssigner(**kwargs)
 
 
 def centre_priors(size, strides=(8, 16, 32)):
@@ -57,7 +65,7 @@ def test_assign_equals_mmdet_on_random_images(seed):
     priors = centre_priors(size)
     ours = TASK_UTILS.build(
         dict(type='mmyolo_ext.SimOTAAssigner', center_radius=2.5))
-    theirs = MMDetSimOTAAssigner(center_radius=2.5)
+    theirs = mmdet_simota(center_radius=2.5)
     matched = 0
     for num_gts in (1, 3, 12, 30):
         pred, gt = random_image(gen, priors, num_gts, num_classes, size)
@@ -72,7 +80,7 @@ def test_batch_assign_equals_per_image_assign_and_handles_empty_images():
     size, num_classes = 160, 4
     priors = centre_priors(size)
     assigner = TASK_UTILS.build(dict(type='mmyolo_ext.SimOTAAssigner'))
-    theirs = MMDetSimOTAAssigner()
+    theirs = mmdet_simota()
     preds, gts = [], []
     for num_gts in (5, 0, 17, 2):
         pred, gt = random_image(gen, priors, num_gts, num_classes, size)
