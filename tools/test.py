@@ -14,7 +14,8 @@ import argparse
 from mmengine.config import Config, ConfigDict
 
 from mmyolo_ext.deploy import is_deploy_checkpoint
-from mmyolo_ext.utils.cli import add_common_args, build_runner, load_config, parse
+from mmyolo_ext.utils.cli import (add_common_args, build_runner, load_config,
+                                  parse, require_checkpoint_file)
 
 
 def parse_args() -> argparse.Namespace:
@@ -106,6 +107,7 @@ def drop_ema_hooks(cfg: Config) -> Config:
 
 def main() -> None:
     args = parse_args()
+    require_checkpoint_file(args.checkpoint)
 
     cfg = load_config(args)
     cfg.load_from = args.checkpoint

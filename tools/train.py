@@ -7,9 +7,11 @@ Example::
     python tools/train.py configs/yolov7_l_coco.py --amp --resume
 """
 import argparse
+import logging
 
 import torch
-from mmyolo_ext.utils.cli import add_common_args, build_runner, load_config, parse
+from mmyolo_ext.utils.cli import (add_common_args, build_runner, load_config,
+                                  parse, require_checkpoint_file)
 
 
 def parse_args() -> argparse.Namespace:
@@ -40,6 +42,31 @@ def parse_args() -> argparse.Namespace:
         '(tools/analysis_tools/check_data.py); stop with exit code 1 if any')
     add_common_args(parser)
     return parse(parser)
+
+
+def resume_checkpoint(resume: str, work_dir: str) -> tuple:
+    """``(cfg.resume, cfg.load_from)`` for ``--resume [PATH]``: PATH if it
+    is a complete checkpoint, else (``auto``) the newest good checkpoint of
+    the work dir, each damaged one passed over with a warning; training
+    starts anew where there is none."""
+    from mmengine.logging import print_log
+
+    from mmyolo_ext.engine.checkpoint_files import find_resumable_checkpoint
+    if resume != 'auto':
+        require_checkpoint_file(resume)
+        return True, resume
+
+    def warn(message: str) -> None:
+        print_log(message, logger='current', level=logging.WARNING)
+
+    found = find_resumable_checkpoint(work_dir, warn)
+    if found is None:
+        print_log(f'--resume: no complete checkpoint in {work_dir}; '
+                  'training from the start', logger='current',
+                  level=logging.WARNING)
+        return False, None
+    print_log(f'--resume: resuming from {found}', logger='current')
+    return True, found
 
 
 def main() -> None:
@@ -74,13 +101,11 @@ def main() -> None:
                                '"auto_scale_lr.base_batch_size" in your'
                                ' configuration file.')
 
-    # an explicit checkpoint wins over auto-resume from the work dir
-    if args.resume == 'auto':
-        cfg.resume = True
-        cfg.load_from = None
-    elif args.resume is not None:
-        cfg.resume = True
-        cfg.load_from = args.resume
+    # an explicit checkpoint wins over auto-resume from the work dir; both
+    # only take a complete checkpoint file
+    if args.resume is not None:
+        cfg.resume, cfg.load_from = resume_checkpoint(args.resume,
+                                                      cfg.work_dir)
 
     if args.check_data:
         from mmyolo_ext.datasets import data_check

@@ -15,6 +15,7 @@ from mmengine.config import Config
 from mmengine.registry import MODELS, DefaultScope
 from mmengine.runner.checkpoint import _load_checkpoint
 
+from ..engine.checkpoint_files import check_checkpoint_file
 from .reparameterize import reparameterize
 
 META_KEY = 'mmyolo_ext'  # checkpoint['meta'][META_KEY]['deploy'] marks it
@@ -24,10 +25,14 @@ def read_checkpoint(checkpoint: Union[str, dict]) -> dict:
     """The checkpoint dict of a path or URL (mmengine's loaders), on CPU.
 
     Raises:
-        ValueError: The file holds no state dict.
+        ValueError: The file holds no state dict, or is truncated
+            (:class:`~mmyolo_ext.engine.checkpoint_files.DamagedCheckpointError`,
+            which names it).
     """
     if isinstance(checkpoint, dict):
         return checkpoint
+    if '://' not in checkpoint:  # a local file: no zip/unpickling error
+        check_checkpoint_file(checkpoint)
     ckpt = _load_checkpoint(checkpoint, map_location='cpu')
     if not isinstance(ckpt, dict):
         raise ValueError(f'{checkpoint}: not a checkpoint (a dict with a '

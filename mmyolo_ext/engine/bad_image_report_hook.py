@@ -1,6 +1,6 @@
 """Count the bad images met per epoch, and summarize them at the end."""
 from collections import Counter
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
@@ -29,21 +29,45 @@ class BadImageReportHook(Hook):
     """
 
     priority = 'LOW'
+    _CHECKPOINT_KEY = 'bad_image_report'
 
     def __init__(self) -> None:
         self.epoch_counts: List[Dict] = []
         self.bad_images: Dict[str, str] = {}
         self._log: Optional[BadImageLog] = None
         self._offset = 0
+        self._pending: List[Tuple[str, str]] = []  # this epoch's, so far
 
     def before_run(self, runner: Runner) -> None:
         self._log = BadImageLog.start_new()
         self._offset = 0
+        self._pending = []
+
+    def _read_new_events(self) -> List[Tuple[str, str]]:
+        events, self._offset = self._log.read(self._offset)
+        return events
+
+    def before_save_checkpoint(self, runner: Runner, checkpoint: dict) -> None:
+        # a run resumed from this checkpoint (mid-epoch too) goes on with
+        # the counts so far
+        if self._log is not None:
+            self._pending += self._read_new_events()
+        checkpoint[self._CHECKPOINT_KEY] = dict(
+            epoch_counts=self.epoch_counts, bad_images=self.bad_images,
+            pending=self._pending)
+
+    def after_load_checkpoint(self, runner: Runner, checkpoint: dict) -> None:
+        state = checkpoint.get(self._CHECKPOINT_KEY)
+        if state:
+            self.epoch_counts = list(state['epoch_counts'])
+            self.bad_images = dict(state['bad_images'])
+            self._pending = [tuple(event) for event in state['pending']]
 
     def _collect(self, runner: Runner, stage: str, epoch: int) -> None:
         if self._log is None:  # e.g. only validation was run
             self.before_run(runner)
-        events, self._offset = self._log.read(self._offset)
+        events = self._pending + self._read_new_events()
+        self._pending = []
         paths = Counter(path for path, _ in events)
         for path, reason in events:
             self.bad_images.setdefault(path, reason)

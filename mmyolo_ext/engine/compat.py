@@ -17,6 +17,16 @@
    instead of a CUDA-only backend (nccl), and build DDP without
    ``device_ids``, as PyTorch requires for CPU modules. With CUDA present
    nothing changes.
+3. Checkpoints. mmengine's ``CheckpointHook`` deletes the oldest kept
+   checkpoint (and the previous best) before it writes the new one, writes
+   in place, and names the new file in ``last_checkpoint`` whatever became
+   of it: a kill during a save can leave nothing to resume from. Our
+   :class:`~mmyolo_ext.engine.hooks.AtomicCheckpointHook` (a subclass, same
+   arguments) replaces it in mmengine's root HOOKS registry under the name
+   ``CheckpointHook``. Every scope (mmengine, mmdet, mmyolo, ours) looks
+   that name up there, so any config run with mmyolo_ext imported gets it
+   with ``type='CheckpointHook'`` unchanged; a registration in our scope
+   alone would miss configs whose ``default_scope`` is ``mmengine``.
 """
 import collections
 import functools
@@ -100,8 +110,17 @@ def _ddp_init(self, module, detect_anomalous_params=False, **kwargs):
         **kwargs)
 
 
+def use_atomic_checkpoint_hook() -> None:
+    from mmengine.registry import HOOKS
+    from .hooks.atomic_checkpoint_hook import AtomicCheckpointHook
+    HOOKS.import_from_location()  # mmengine's own hooks first, then ours
+    HOOKS.register_module(
+        name='CheckpointHook', module=AtomicCheckpointHook, force=True)
+
+
 def apply() -> None:
     allow_mmengine_checkpoints()
+    use_atomic_checkpoint_hook()
     dist_utils._init_dist_pytorch = _init_dist_pytorch
     MMDistributedDataParallel.__init__ = _ddp_init
 

@@ -63,6 +63,25 @@ def load_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
+EXPORTED_MODEL_SUFFIXES = ('.onnx', '.xml', '.bin', '.engine', '.trt')
+
+
+def require_checkpoint_file(path: str) -> None:
+    """Exit with a clear message where the local PyTorch checkpoint file
+    ``path`` is truncated or no checkpoint: the file, its size, and the
+    newest good checkpoint beside it. URLs are left to their loader, and
+    exported models (ONNX, OpenVINO, TensorRT) to their runtimes."""
+    from mmyolo_ext.engine.checkpoint_files import (
+        DamagedCheckpointError, check_checkpoint_file,
+        damaged_checkpoint_message)
+    if '://' in str(path) or str(path).endswith(EXPORTED_MODEL_SUFFIXES):
+        return
+    try:
+        check_checkpoint_file(str(path))
+    except DamagedCheckpointError as error:
+        raise SystemExit(damaged_checkpoint_message(str(path), error))
+
+
 def build_runner(cfg: Config) -> Runner:
     """mmengine's Runner, or the config's ``runner_type``."""
     if 'runner_type' not in cfg:

@@ -1,12 +1,19 @@
 """A minimal mmengine model and dataset, to test the runner-level fixes
-(resume, CPU launcher) independently of the detection models."""
+(resume, CPU launcher, crash-safe checkpoints) independently of the
+detection models; file backends that write slowly or fail as a full disk."""
+import errno
 import os
+import time
 
 import torch
 from mmengine.dataset import BaseDataset
+from mmengine.fileio import register_backend
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from mmengine.registry import DATASETS, HOOKS, MODELS
+
+from mmyolo_ext.engine.checkpoint_files import (AtomicLocalBackend,
+                                                write_atomically)
 
 KILLED_EXIT_CODE = 57
 
@@ -52,3 +59,66 @@ class KillAfterIterHook(Hook):
                          outputs=None) -> None:
         if str(runner.iter + 1) == os.environ.get('TOY_KILL_AT'):
             os._exit(KILLED_EXIT_CODE)
+
+
+@DATASETS.register_module()
+class ToyDatasetWithNaN(CompatToyDataset):
+    """CompatToyDataset whose sample 5 has a NaN input: the batch holding it
+    has a non-finite loss, so its optimizer step is skipped and counted."""
+
+    def load_data_list(self):
+        data_list = super().load_data_list()
+        data_list[5]['inputs'] = torch.full_like(data_list[5]['inputs'],
+                                                 float('nan'))
+        return data_list
+
+
+@HOOKS.register_module()
+class SampleOrderHook(Hook):
+    """Appends ``<iteration> <epoch> <sample indices>`` after each training
+    iteration to the file named by TOY_ORDER_FILE (nothing when unset)."""
+
+    priority = 'HIGHEST'
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None) -> None:
+        path = os.environ.get('TOY_ORDER_FILE')
+        if path:
+            indices = data_batch['sample_idx'].tolist()
+            with open(path, 'a') as f:
+                f.write(f'{runner.iter + 1} {runner.epoch} {indices}\n')
+
+
+class SlowChunkedBackend(AtomicLocalBackend):
+    """Writes a checkpoint in 256-byte chunks, a millisecond apart, so that
+    a kill lands inside a write often."""
+
+    def _write(self, file, data: bytes) -> None:
+        for start in range(0, len(data), 256):
+            file.write(data[start:start + 256])
+            file.flush()
+            time.sleep(0.001)
+
+
+class FullDiskBackend(AtomicLocalBackend):
+    """Fails the write of the file named ``fail_on`` as a full disk does:
+    half of it is written, then ENOSPC."""
+
+    def __init__(self, fail_on: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.fail_on = fail_on
+
+    def put(self, obj: bytes, filepath) -> None:
+        if os.path.basename(str(filepath)) != self.fail_on:
+            return super().put(obj, filepath)
+
+        def write_half_then_fail(file, data: bytes) -> None:
+            file.write(data[:len(data) // 2])
+            file.flush()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        write_atomically(str(filepath), obj, write_half_then_fail)
+
+
+register_backend('toy_slow_chunked', SlowChunkedBackend, force=True)
+register_backend('toy_full_disk', FullDiskBackend, force=True)

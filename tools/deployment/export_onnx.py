@@ -19,7 +19,7 @@ import argparse
 
 import mmyolo_ext  # noqa: F401  (registers modules, applies the compat fixes)
 from mmyolo_ext.engine.config_variables import load_config
-from mmyolo_ext.utils.cli import add_cfg_options
+from mmyolo_ext.utils.cli import add_cfg_options, require_checkpoint_file
 from mmyolo_ext.deploy import load_detector
 from mmyolo_ext.deploy.onnx_export import NMS_MODES, export_onnx
 
@@ -72,6 +72,7 @@ def default_img_size(cfg) -> list:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    require_checkpoint_file(args.checkpoint)
     model = load_detector(
         load_config(args.config, args.cfg_options),
         args.checkpoint,

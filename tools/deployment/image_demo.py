@@ -37,6 +37,7 @@ from mmengine.dataset import Compose
 from rich.progress import track
 
 from mmyolo_ext.deploy import load_detector
+from mmyolo_ext.utils.cli import require_checkpoint_file
 
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp',
                   '.dng', '.mpo', '.ppm', '.pgm')
@@ -349,6 +350,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    require_checkpoint_file(args.weights)
     images, videos, others = collect_inputs(args.inputs)
     for path in others:
         print(f'skipped {path}: not an image or video file extension',

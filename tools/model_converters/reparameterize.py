@@ -19,7 +19,7 @@ import os.path as osp
 import torch
 
 from mmyolo_ext.engine.config_variables import load_config
-from mmyolo_ext.utils.cli import add_cfg_options
+from mmyolo_ext.utils.cli import add_cfg_options, require_checkpoint_file
 from mmyolo_ext.deploy import (is_deploy_checkpoint, load_detector,
                                read_checkpoint)
 from mmyolo_ext.deploy.checkpoint import deploy_checkpoint
@@ -44,6 +44,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    require_checkpoint_file(args.checkpoint)
     ckpt = read_checkpoint(args.checkpoint)
     if is_deploy_checkpoint(ckpt):
         raise SystemExit(f'{args.checkpoint} is already a deploy checkpoint')

@@ -1,3 +1,4 @@
+from .atomic_checkpoint_hook import AtomicCheckpointHook
 from .autoanchor_hook import AutoAnchorHook
 from .batch_files_hook import BatchFilesHook
 from .curve_plot_hook import CurvePlotHook
@@ -5,6 +6,6 @@ from .optim_step_ema_hook import OptimStepEMAHook
 from .yolov7_param_scheduler_hook import YOLOv7ParamSchedulerHook
 
 __all__ = [
-    'AutoAnchorHook', 'BatchFilesHook', 'CurvePlotHook', 'OptimStepEMAHook',
-    'YOLOv7ParamSchedulerHook'
+    'AtomicCheckpointHook', 'AutoAnchorHook', 'BatchFilesHook',
+    'CurvePlotHook', 'OptimStepEMAHook', 'YOLOv7ParamSchedulerHook'
 ]

@@ -12,6 +12,8 @@ from mmengine.logging import MessageHub, MMLogger, print_log
 NONFINITE_TERMS_KEY = 'nonfinite_loss_terms'  # posted by the loss
 BATCH_FILES_KEY = 'train_batch_files'  # posted by BatchFilesHook
 
+_SKIP_COUNTS_KEY = 'nonfinite_skips'  # in the wrapper's state dict
+
 
 def note_nonfinite_loss_terms(terms: Sequence[str]) -> None:
     """Record which loss terms were not finite in this forward pass (e.g.
@@ -117,6 +119,21 @@ class NonFiniteStepGuard:
             reason = ('non-finite gradients: the GradScaler skipped it (loss '
                       f'scale {scale:g} -> {scaler.get_scale():g})')
         self._skip(reason)
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        # a resumed run goes on counting (and stopping) as before
+        state[_SKIP_COUNTS_KEY] = dict(
+            skipped_steps=self.skipped_steps,
+            consecutive_skips=self.consecutive_skips)
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state_dict = dict(state_dict)
+        counts = state_dict.pop(_SKIP_COUNTS_KEY, {})
+        self.skipped_steps = int(counts.get('skipped_steps', 0))
+        self.consecutive_skips = int(counts.get('consecutive_skips', 0))
+        super().load_state_dict(state_dict)
 
     def _device(self) -> torch.device:
         for group in self.optimizer.param_groups:

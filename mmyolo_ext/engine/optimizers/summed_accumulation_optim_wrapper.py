@@ -1,11 +1,11 @@
 """Gradient accumulation that sums, as YOLOv7's train.py does."""
 import logging
-from typing import Dict, Optional, Union
+from typing import Dict, List, Optional, Union
 
 import torch
 from mmengine.device import (is_cuda_available, is_mlu_available,
                              is_musa_available, is_npu_available)
-from mmengine.dist import get_world_size
+from mmengine.dist import all_reduce, get_world_size
 from mmengine.logging import print_log
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.utils.dl_utils import has_batch_norm
@@ -35,8 +35,9 @@ class SummedAccumulationOptimWrapper(NonFiniteStepGuard, OptimWrapper):
     steps when at least that many backward passes happened since the last
     step (and at the last iteration of training). The iteration of the last
     step is saved in :meth:`state_dict`, so a resumed run steps at the same
-    iterations as an uninterrupted one (gradients accumulated before the
-    interruption are lost, as everywhere in MMEngine).
+    iterations as an uninterrupted one; the gradients accumulated since that
+    step are saved with it (MMEngine's wrappers lose them), so a run
+    resumed inside an accumulation window goes on with the same sum.
 
     A step whose loss or gradients are not finite is skipped, logged and
     counted (see :class:`NonFiniteStepGuard`).
@@ -48,6 +49,7 @@ class SummedAccumulationOptimWrapper(NonFiniteStepGuard, OptimWrapper):
     """
 
     _LAST_STEP_KEY = 'accumulation_last_step'
+    _PENDING_KEY = 'accumulated_gradients'  # of an open window
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -90,15 +92,42 @@ class SummedAccumulationOptimWrapper(NonFiniteStepGuard, OptimWrapper):
                 logger='current',
                 level=logging.INFO)
 
+    def _params(self) -> List[torch.nn.Parameter]:
+        return [p for group in self.optimizer.param_groups
+                for p in group['params']]
+
+    def _window_open(self) -> bool:
+        return self._inner_count > self._last_step_count
+
+    def share_pending_gradients(self) -> None:
+        """With several processes, give each the mean of the gradients
+        accumulated since the last step (what DDP's next synchronised
+        backward averages anyway), so the first process's checkpoint holds
+        the window of all. Call on every process before a save."""
+        if get_world_size() == 1 or not self._window_open():
+            return
+        for param in self._params():
+            if param.grad is not None:
+                all_reduce(param.grad, op='mean')
+
     def state_dict(self) -> Dict:
         state = super().state_dict()
         state[self._LAST_STEP_KEY] = self._last_step_count
+        if self._window_open():
+            state[self._PENDING_KEY] = [
+                None if p.grad is None else p.grad.detach().cpu().clone()
+                for p in self._params()
+            ]
         return state
 
     def load_state_dict(self, state_dict: Dict) -> None:
         state_dict = dict(state_dict)
         self._last_step_count = int(state_dict.pop(self._LAST_STEP_KEY, 0))
+        pending = state_dict.pop(self._PENDING_KEY, None)
         super().load_state_dict(state_dict)
+        for param, grad in zip(self._params(), pending or ()):
+            param.grad = None if grad is None else grad.to(
+                param.device, param.dtype)
 
 
 def _accelerator_available() -> bool:

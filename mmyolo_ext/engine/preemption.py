@@ -1,0 +1,66 @@
+"""The stop signals of a preempted run (SIGTERM, SIGINT), noted so training
+can stop at the end of an iteration instead of in the middle of it.
+
+SLURM (``#SBATCH --signal=TERM@120``), Kubernetes and the spot-instance
+agents send SIGTERM some time before they kill; Ctrl-C sends SIGINT. The
+first of either only sets a flag here; the checkpoint hook reads it after
+each iteration, saves and exits. A second SIGINT interrupts at once (the
+usual Ctrl-C), a second SIGTERM is ignored (the stop is under way).
+"""
+import os
+import signal
+import sys
+import threading
+from typing import Dict, Optional
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def exit_code(signum: int) -> int:
+    """The shell's code for a process ended by ``signum`` (143, 130)."""
+    return 128 + int(signum)
+
+
+class PreemptionSignals:
+    """Notes the first SIGTERM / SIGINT while installed.
+
+    Attributes:
+        received (int | None): The first stop signal received, or None.
+    """
+
+    def __init__(self) -> None:
+        self.received: Optional[int] = None
+        self._previous: Dict[int, object] = {}
+        self._owner_pid: Optional[int] = None
+
+    def install(self) -> bool:
+        """Take over the stop signals; False where that is impossible (not
+        the main thread of the main interpreter)."""
+        if threading.current_thread() is not threading.main_thread():
+            return False
+        self.received = None
+        self._owner_pid = os.getpid()
+        for signum in STOP_SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return True
+
+    def uninstall(self) -> None:
+        """Give the signals back to their previous handlers."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame) -> None:
+        if os.getpid() != self._owner_pid:
+            return  # a forked data worker: the main process stops it
+        if self.received is None:
+            self.received = signum
+            os.write(
+                sys.stderr.fileno(),
+                f'\n{signal.Signals(signum).name} received: stopping after '
+                'this iteration with a checkpoint of it (Ctrl-C again to '
+                'stop at once)\n'.encode())
+        elif signum == signal.SIGINT:
+            raise KeyboardInterrupt
