@@ -89,9 +89,11 @@ def test_loss_is_float32_on_half_inputs_and_under_autocast():
 
 def test_bfloat16_training_step_matches_float32():
     """yolov7-tiny, 2 images of 128 px: forward under bfloat16 autocast,
-    loss, backward, SGD step. No dtype error; each loss term within 2 % of
+    loss, backward, SGD step. No dtype error; each loss term within 3 % of
     the float32 step's (bfloat16 keeps 8 bits of mantissa, 0.4 % per
-    rounding, through some 40 layers; measured: 0.04-0.7 %); finite
+    rounding, through some 40 layers; measured: 0.04-0.7 % on a CPU with
+    native bfloat16 convolutions (AVX512-BF16), 2.2 % for loss_obj on one
+    without, where oneDNN rounds more intermediate results); finite
     gradients. The gradients of the head's biases and implicit layers
     point the way of the float32 ones (cosine > 0.99), its conv weights'
     roughly (> 0.85). Deeper convolutions are followed by BatchNorm, whose
@@ -108,7 +110,7 @@ def test_bfloat16_training_step_matches_float32():
     for key in ('loss_box', 'loss_obj', 'loss_cls'):
         assert losses[key].dtype == torch.float32
         assert losses[key].item() == pytest.approx(ref_losses[key].item(),
-                                                   rel=2e-2), key
+                                                   rel=3e-2), key
     assert all(torch.isfinite(g).all() for g in grads)
     assert all(torch.isfinite(p).all() for p in params)
     names = [name for name, _ in model.named_parameters()]
