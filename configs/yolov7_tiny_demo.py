@@ -45,6 +45,8 @@
 # * warm-up: 1 epoch (not max(3 epochs, 1000 iterations), most of the run)
 #   and no warm-up bias lr of 0.1 (too large a step for Adam: biases start
 #   at the base lr like the other groups).
+#   These are the hyp values below (hyp.scratch.tiny with the demo's
+#   changes); the recipe's pipelines and loss settings are built from them.
 # * schedule: the one-cycle cosine to lr * 0.01 over max_epochs; evaluation
 #   after every epoch (120 val images take ~5 s here, so the curve shows
 #   when mAP_50 first reaches 0.5).
@@ -60,30 +62,41 @@
 #   --cfg-options amp=False channels_last=False restores float32 NCHW.
 _base_ = ['./_base_/models/yolov7_tiny.py', './_base_/yolov7_recipe_tiny.py']
 
+from mmyolo_ext.datasets.transforms.recipe_pipelines import (  # noqa: E402
+    letterbox_test_pipeline, yolov7_train_pipeline)
+from mmyolo_ext.engine.optimizers import autocast_is_native  # noqa: E402
+
 data_root = 'data/shapes/'
 num_classes = 3
-input_size = (320, 320)  # the images' own size
+img_scale = (320, 320)  # the images' own size
 max_epochs = 12
 val_interval = 1
 train_batch_size_per_gpu = 4
 train_num_workers = 1  # two cores: one for the model; loading is light
 val_batch_size_per_gpu = 8
-lr0 = 0.001
 amp = None  # None: where native (see the header); True / False: forced
 channels_last = True
 
-pre_transform = [
-    dict(type='TolerantLoadImageFromFile', backend_args=None),
-    dict(type='LoadAnnotations', with_bbox=True)
-]
-train_pipeline = [
-    *pre_transform,
-    dict(type='mmdet.RandomFlip', prob=0.5),
-    dict(
-        type='mmdet.PackDetInputs',
-        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'flip',
-                   'flip_direction'))
-]
+# hyp.scratch.tiny with the demo's changes (see the header): Adam at 0.001
+# with a 1-epoch warm-up from the base lr, the non-OTA loss, and no
+# augmentation but the left-right flip (mosaic 0: each image letterboxed,
+# which at its own size is the image itself)
+hyp = dict(
+    _base_.hyp,
+    lr0=0.001,
+    warmup_epochs=1,
+    warmup_bias_lr=0.001,
+    loss_ota=0,
+    mosaic=0.0,
+    mixup=0.0,
+    paste_in=0.0,
+    translate=0.0,
+    scale=0.0,
+    hsv_h=0.0,
+    hsv_s=0.0,
+    hsv_v=0.0)
+
+train_pipeline = yolov7_train_pipeline(hyp, img_scale)
 train_dataloader = dict(
     batch_size=train_batch_size_per_gpu,
     num_workers=train_num_workers,
@@ -95,17 +108,7 @@ train_dataloader = dict(
         filter_cfg=dict(filter_empty_gt=False, min_size=0),
         pipeline=train_pipeline))
 
-# the recipe's letterbox pipeline, rebuilt for the demo's input size
-test_pipeline = [
-    _base_.test_pipeline[0],
-    dict(type='YOLOv5KeepRatioResize', scale=input_size),
-    dict(
-        type='LetterResize',
-        scale=input_size,
-        allow_scale_up=False,
-        pad_val=dict(img=114)),
-    *_base_.test_pipeline[3:],
-]
+test_pipeline = letterbox_test_pipeline(img_scale)
 val_dataloader = dict(
     batch_size=val_batch_size_per_gpu,
     num_workers=1,
@@ -118,8 +121,8 @@ val_dataloader = dict(
         batch_shapes_cfg=dict(
             type='BatchShapePolicy',
             batch_size=val_batch_size_per_gpu,
-            img_size=input_size[0],
-            size_divisor=32,
+            img_size=img_scale[0],
+            size_divisor=_base_.size_divisor,
             extra_pad_ratio=0.5)))
 test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
@@ -130,13 +133,13 @@ model = dict(
     bbox_head=dict(
         head_module=dict(num_classes=num_classes),
         loss=dict(
-            box_gain=0.05,
-            obj_gain=1.0,
-            cls_gain=0.5,
-            scale_gains=False,
-            assigner=dict(type='YOLOv5Assigner'))))
-
-from mmyolo_ext.engine.optimizers import autocast_is_native  # noqa: E402
+            box_gain=hyp['box'],
+            obj_gain=hyp['obj'],
+            cls_gain=hyp['cls'],
+            scale_gains=False,  # the hyp's gains as given (see the header)
+            nominal_img_size=img_scale[0],
+            assigner=dict(type='SimOTAAssigner' if hyp['loss_ota'] else
+                          'YOLOv5Assigner'))))
 
 optim_wrapper = dict(
     type=('AmpSummedAccumulationOptimWrapper' if
@@ -145,17 +148,18 @@ optim_wrapper = dict(
     optimizer=dict(
         _delete_=True,
         type='Adam',
-        lr=lr0,
-        betas=(0.937, 0.999),
-        weight_decay=0.0005,
+        lr=hyp['lr0'],
+        betas=(hyp['momentum'], 0.999),
+        weight_decay=hyp['weight_decay'],
         batch_size_per_gpu=train_batch_size_per_gpu),
     paramwise_cfg=dict(base_total_batch_size=train_batch_size_per_gpu))
 default_hooks = dict(
     param_scheduler=dict(
+        lr_factor=hyp['lrf'],
         max_epochs=max_epochs,
-        warmup_epochs=1,
+        warmup_epochs=hyp['warmup_epochs'],
         warmup_mim_iter=0,
-        warmup_bias_lr=lr0),
+        warmup_bias_lr=hyp['warmup_bias_lr']),
     logger=dict(interval=20),
     checkpoint=dict(interval=val_interval, max_keep_ckpts=1))
 train_cfg = dict(

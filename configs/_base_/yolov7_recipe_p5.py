@@ -1,43 +1,68 @@
 # The official YOLOv7 training recipe for the P5 models (yolov7, yolov7x):
 # hyp.scratch.p5.yaml and train.py, on COCO under data/coco/, run by
-# MMEngine with MMYOLO's and MMDetection's transforms.
+# MMEngine. The base of the other recipes (P6, tiny, custom), which change
+# hyp (and img_scale) and re-derive what is built from them below.
 #
-# Inherit it next to a model file, e.g.
+# A recipe is a model file plus a recipe file; the config that joins them
+# merges the recipe's recipe_model (classes, the hyp's loss settings) into
+# the model (sibling bases may not share a name, so the recipe cannot write
+# into the model file's ``model`` itself):
 #   _base_ = ['./_base_/models/yolov7_l.py', './_base_/yolov7_recipe_p5.py']
-# (sibling bases may not share a name: the model file owns img_scale,
-# num_classes, anchors, the loss gains and test_cfg; this file names its
-# input size input_size)
-# A recipe variable changed in a child config does not reach the dicts built
-# here from it: rebuild those dicts too (see yolov7_recipe_tiny.py).
+#   model = _base_.recipe_model
 #
-# Differences from the official recipe, all for want of an equivalent
-# transform: no paste_in (it needs segments); MMYOLO's random affine and
-# mosaic transforms are used, with the hyp's translate and scale.
+# The train and test pipelines are built once for every recipe from hyp and
+# img_scale (mmyolo_ext/datasets/transforms/recipe_pipelines.py): plain
+# lists of transform dicts, printed with the config and swappable in it.
+# A variable changed in a child config does not reach the dicts built here
+# from it: tools/train.py --cfg-options hyp=... / img_scale=... substitutes
+# it where it is defined (mmyolo_ext/engine/config_variables.py).
 _base_ = ['./default_runtime.py']
 
-# ---- hyp.scratch.p5 -------------------------------------------------------
-lr0 = 0.01  # initial learning rate
-lrf = 0.1  # final lr factor of the one-cycle cosine
-momentum = 0.937
-weight_decay = 0.0005  # at the nominal batch (scaled by the constructor)
-warmup_epochs = 3
-warmup_momentum = 0.8
-warmup_bias_lr = 0.1
-hsv_h, hsv_s, hsv_v = 0.015, 0.7, 0.4
-translate = 0.2
-scale = 0.9
-fliplr = 0.5
-mosaic_probs = [0.8, 0.2]  # 4-image, 9-image mosaic
-mixup = 0.15
-mixup_alpha = mixup_beta = 8.0  # mixup ratio ~ Beta(8, 8)
+from mmyolo_ext.datasets.transforms.recipe_pipelines import (  # noqa: E402
+    letterbox_test_pipeline, yolov7_train_pipeline)
+
+# ---- hyp.scratch.p5 (data/hyp.scratch.p5.yaml, every key, official names)
+hyp = dict(
+    lr0=0.01,  # initial learning rate
+    lrf=0.1,  # final OneCycleLR learning rate (lr0 * lrf)
+    momentum=0.937,
+    weight_decay=0.0005,  # at the nominal batch (scaled by the constructor)
+    warmup_epochs=3.0,
+    warmup_momentum=0.8,
+    warmup_bias_lr=0.1,
+    box=0.05,  # loss gains (scaled by the loss as the official train.py)
+    cls=0.3,
+    cls_pw=1.0,
+    obj=0.7,
+    obj_pw=1.0,
+    iou_t=0.20,
+    anchor_t=4.0,
+    fl_gamma=0.0,
+    hsv_h=0.015,
+    hsv_s=0.7,
+    hsv_v=0.4,
+    degrees=0.0,
+    translate=0.2,
+    scale=0.9,  # random_perspective's s ~ U(1 - scale, 1.1 + scale)
+    shear=0.0,
+    perspective=0.0,
+    flipud=0.0,
+    fliplr=0.5,
+    mosaic=1.0,
+    mixup=0.15,
+    copy_paste=0.0,
+    paste_in=0.15,
+    loss_ota=1)
 
 # ---- train.py ------------------------------------------------------------
 nominal_batch_size = 64  # nbs: accumulate and weight decay refer to it
+cache_images = None  # 'ram' / 'disk': the official --cache-images
 warmup_min_iters = 1000  # warm-up lasts max(3 epochs, 1000 iterations)
 ema_momentum = 0.0001  # EMA decay 0.9999 * (1 - exp(-updates / 2000))
 ema_ramp = 2000
 max_epochs = 300
-input_size = (640, 640)  # (width, height) of training and test inputs
+img_scale = (640, 640)  # (width, height) of training and test inputs
+size_divisor = 32  # the largest stride: letterbox batch shapes
 train_batch_size_per_gpu = 16  # accumulation makes up the nominal 64
 train_num_workers = 8
 # official test.py --batch-size 32: rectangular batches of 32 images, each
@@ -47,70 +72,16 @@ val_num_workers = 2
 persistent_workers = True
 
 data_root = 'data/coco/'
-dataset_type = 'YOLOv5CocoDataset'
+dataset_type = 'YOLOv7CocoDataset'  # YOLOv5CocoDataset + cache_images
 train_ann_file = 'annotations/instances_train2017.json'
 train_data_prefix = 'train2017/'
 val_ann_file = 'annotations/instances_val2017.json'
 val_data_prefix = 'val2017/'
 
 # ---- data ----------------------------------------------------------------
-# a missing or corrupt image is reported and another sample takes its place
-# (mmyolo_ext.datasets.TolerantLoadImageFromFile; BadImageReportHook counts)
-pre_transform = [
-    dict(
-        type='TolerantLoadImageFromFile',
-        backend_args={{_base_.backend_args}}),
-    dict(type='LoadAnnotations', with_bbox=True)
-]
-# official random_perspective after the mosaic: no rotation, shear or
-# perspective; scale ~ U(1 - scale, 1.1 + scale) (the official range),
-# translate ~ U(.5 +- t) * size
-random_affine = dict(
-    type='YOLOv5RandomAffine',
-    max_rotate_degree=0.0,
-    max_shear_degree=0.0,
-    max_translate_ratio=translate,
-    scaling_ratio_range=(1 - scale, 1.1 + scale),
-    border=(-input_size[0] // 2, -input_size[1] // 2),
-    border_val=(114, 114, 114))
-mosaic4_pipeline = [
-    dict(
-        type='Mosaic',
-        img_scale=input_size,
-        pad_val=114.0,
-        pre_transform=pre_transform), random_affine
-]
-mosaic9_pipeline = [
-    dict(
-        type='Mosaic9',
-        img_scale=input_size,
-        pad_val=114.0,
-        pre_transform=pre_transform), random_affine
-]
-mosaic_pipeline = dict(
-    type='RandomChoice',
-    transforms=[mosaic4_pipeline, mosaic9_pipeline],
-    prob=mosaic_probs)
-train_pipeline = [
-    *pre_transform,
-    mosaic_pipeline,
-    dict(
-        type='YOLOv5MixUp',
-        alpha=mixup_alpha,
-        beta=mixup_beta,
-        prob=mixup,
-        pre_transform=[*pre_transform, mosaic_pipeline]),
-    dict(
-        type='YOLOv5HSVRandomAug',
-        hue_delta=hsv_h,
-        saturation_delta=hsv_s,
-        value_delta=hsv_v),
-    dict(type='mmdet.RandomFlip', prob=fliplr),
-    dict(
-        type='mmdet.PackDetInputs',
-        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'flip',
-                   'flip_direction'))
-]
+# the official LoadImagesAndLabels augmentation (a bad image is reported and
+# another takes its place; BadImageReportHook counts)
+train_pipeline = yolov7_train_pipeline(hyp, img_scale)
 train_dataloader = dict(
     batch_size=train_batch_size_per_gpu,
     num_workers=train_num_workers,
@@ -125,33 +96,17 @@ train_dataloader = dict(
         ann_file=train_ann_file,
         data_prefix=dict(img=train_data_prefix),
         filter_cfg=dict(filter_empty_gt=False, min_size=32),
+        cache_images=cache_images,
         pipeline=train_pipeline))
 
 # official test.py: letterbox to the long side, rectangular batch shapes
 # padded by half a stride
-test_pipeline = [
-    # a bad image becomes a grey one: every validation image keeps its place
-    dict(
-        type='TolerantLoadImageFromFile',
-        on_bad='blank',
-        backend_args={{_base_.backend_args}}),
-    dict(type='YOLOv5KeepRatioResize', scale=input_size),
-    dict(
-        type='LetterResize',
-        scale=input_size,
-        allow_scale_up=False,
-        pad_val=dict(img=114)),
-    dict(type='LoadAnnotations', with_bbox=True, _scope_='mmdet'),
-    dict(
-        type='mmdet.PackDetInputs',
-        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
-                   'scale_factor', 'pad_param'))
-]
+test_pipeline = letterbox_test_pipeline(img_scale)
 batch_shapes_cfg = dict(
     type='BatchShapePolicy',
     batch_size=val_batch_size_per_gpu,
-    img_size=input_size[0],
-    size_divisor=32,  # the largest stride
+    img_size=img_scale[0],
+    size_divisor=size_divisor,
     extra_pad_ratio=0.5)
 val_dataloader = dict(
     batch_size=val_batch_size_per_gpu,
@@ -191,6 +146,22 @@ tta_model = dict(
 # the official evaluation's conf 0.001, NMS IoU 0.65, multi-label and 300
 # detections per image are the model's test_cfg (models/ files)
 
+# what the recipe sets in the model: the classes and the hyp's loss settings
+# (gains, scaled for nc, levels and input size as train.py scales them;
+# loss_ota 1: OTA, 0: the YOLOv5 rule). The config that joins a model file
+# and this recipe merges it: model = _base_.recipe_model
+num_classes = 80
+recipe_model = dict(
+    bbox_head=dict(
+        head_module=dict(num_classes=num_classes),
+        loss=dict(
+            box_gain=hyp['box'],
+            cls_gain=hyp['cls'],
+            obj_gain=hyp['obj'],
+            nominal_img_size=img_scale[0],
+            assigner=dict(type='SimOTAAssigner' if hyp['loss_ota'] else
+                          'YOLOv5Assigner'))))
+
 # ---- optimization --------------------------------------------------------
 # SGD, Nesterov; groups: norm/implicit weights and biases without decay;
 # accumulate max(round(64 / total batch), 1) iterations (gradients summed,
@@ -199,9 +170,9 @@ optim_wrapper = dict(
     type='SummedAccumulationOptimWrapper',
     optimizer=dict(
         type='SGD',
-        lr=lr0,
-        momentum=momentum,
-        weight_decay=weight_decay,
+        lr=hyp['lr0'],
+        momentum=hyp['momentum'],
+        weight_decay=hyp['weight_decay'],
         nesterov=True,
         batch_size_per_gpu=train_batch_size_per_gpu),
     constructor='NominalBatchOptimConstructor',
@@ -212,11 +183,11 @@ default_hooks = dict(
     param_scheduler=dict(
         type='YOLOv7ParamSchedulerHook',
         scheduler_type='cosine',
-        lr_factor=lrf,
+        lr_factor=hyp['lrf'],
         max_epochs=max_epochs,
-        warmup_epochs=warmup_epochs,
-        warmup_bias_lr=warmup_bias_lr,
-        warmup_momentum=warmup_momentum,
+        warmup_epochs=hyp['warmup_epochs'],
+        warmup_bias_lr=hyp['warmup_bias_lr'],
+        warmup_momentum=hyp['warmup_momentum'],
         warmup_mim_iter=warmup_min_iters),
     checkpoint=dict(
         type='CheckpointHook',

@@ -1,15 +1,15 @@
 """The synthetic shapes dataset as an MMYOLO COCO dataset."""
 from typing import Optional
 
-from mmyolo.datasets import YOLOv5CocoDataset
-
+from mmyolo_ext.datasets.coco_dataset import YOLOv7CocoDataset
 from mmyolo_ext.registry import DATASETS
 from .synthetic_shapes import SHAPE_CLASSES, generate_shapes_dataset
 
 
 @DATASETS.register_module()
-class SyntheticShapesDataset(YOLOv5CocoDataset):
-    """:class:`YOLOv5CocoDataset` over the synthetic shapes data, which it
+class SyntheticShapesDataset(YOLOv7CocoDataset):
+    """:class:`YOLOv7CocoDataset` (MMYOLO's COCO dataset with the image
+    cache) over the synthetic shapes data, which it
     generates under ``data_root`` the first time it is built.
 
     The evaluator of a config reads ``<data_root>/annotations/...`` too; the

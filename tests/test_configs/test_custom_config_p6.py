@@ -47,8 +47,11 @@ def test_model_is_w6_and_recipe_is_the_custom_one(data_yaml):
     w6 = Config.fromfile(str(ROOT / 'configs/_base_/models/yolov7_w6.py'))
     w6.model.bbox_head.head_module.num_classes = NC
     # ComputeLossOTA's default lead assigner, named: the P5 custom recipe's
-    # ota=False must not reach the aux-head model (train_aux.py is OTA only)
-    w6.model.bbox_head.loss.assigner = dict(type='SimOTAAssigner')
+    # ota=False must not reach the aux-head model (train_aux.py is OTA only);
+    # hyp.scratch.custom's gains at the nominal size 1280
+    w6.model.bbox_head.loss.update(
+        box_gain=0.05, cls_gain=0.3, obj_gain=0.7, nominal_img_size=1280,
+        assigner=dict(type='SimOTAAssigner'))
     assert cfg.model.to_dict() == w6.model.to_dict()
     # the recipe: yolov7_l_custom.py's (hyp.scratch.custom, as train_aux.py
     # is run for P6 fine-tuning), not hyp.scratch.p6
@@ -58,7 +61,8 @@ def test_model_is_w6_and_recipe_is_the_custom_one(data_yaml):
                 'val_evaluator', 'train_batch_size_per_gpu'):
         assert cfg[key] == p5[key], key
     assert cfg.default_hooks.param_scheduler.lr_factor == 0.1  # p6: 0.2
-    assert not any(t['type'] == 'YOLOv5MixUp'
+    assert cfg.hyp == p5.hyp
+    assert not any(t['type'] == 'YOLOv7MixUp'
                    for t in cfg.train_dataloader.dataset.pipeline)
     # the same datasets, pipelines at 1280, batch shapes on stride 64
     for split in ('train_dataloader', 'val_dataloader'):
@@ -78,12 +82,10 @@ def test_model_is_w6_and_recipe_is_the_custom_one(data_yaml):
 def check_img_scale(cfg, scale) -> None:
     """Every value derived from img_scale is at ``scale``."""
     pipeline = cfg.train_dataloader.dataset.pipeline
-    choice, = [t for t in pipeline if t['type'] == 'RandomChoice']
-    assert [m['type'] for m, _ in choice.transforms] == ['Mosaic', 'Mosaic9']
-    for mosaic, affine in choice.transforms:
-        assert mosaic['img_scale'] == scale
-        assert affine['border'] == (-scale[0] // 2, -scale[1] // 2)
-        assert affine['scaling_ratio_range'] == (0.5, 1.6)  # custom hyp
+    geometry = pipeline[0]
+    assert geometry['type'] == 'YOLOv7MosaicPerspective'
+    assert geometry['img_scale'] == scale
+    assert geometry['scale'] == 0.5  # hyp.scratch.custom
     test = {t['type']: t for t in cfg.val_dataloader.dataset.pipeline}
     assert test['YOLOv5KeepRatioResize']['scale'] == scale
     assert test['LetterResize']['scale'] == scale
@@ -95,8 +97,8 @@ def check_img_scale(cfg, scale) -> None:
 
 def test_img_scale_option_reaches_both_files(data_yaml):
     cfg = load_config(str(P6), dict(data_yaml=data_yaml,
-                                    img_scale=(384, 320)))
-    check_img_scale(cfg, (384, 320))
+                                    img_scale=(384, 384)))
+    check_img_scale(cfg, (384, 384))
 
 
 def test_one_training_iteration_lead_and_aux(data_yaml):

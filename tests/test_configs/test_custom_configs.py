@@ -33,31 +33,33 @@ def yolo_data(tmp_path_factory):
     return dict(three=three, one=str(one))
 
 
-def mosaics(pipeline):
-    choice = next(t for t in pipeline if t['type'] == 'RandomChoice')
-    return choice['transforms']
-
-
 @pytest.mark.parametrize('arch', ['tiny', 'l'])
 def test_variables_reach_everything_derived(arch, yolo_data):
     cfg = load_config(
         str(CONFIGS[arch]),
         dict(data_yaml=yolo_data['three'], max_epochs=7,
-             train_batch_size_per_gpu=3, img_scale=(192, 160)))
+             train_batch_size_per_gpu=3, img_scale=(192, 192),
+             cache_images='ram'))
     assert cfg.num_classes == 3
     assert cfg.model.bbox_head.head_module.num_classes == 3
-    for mosaic, affine in mosaics(cfg.train_dataloader.dataset.pipeline):
-        assert mosaic['img_scale'] == (192, 160)
-        assert affine['border'] == (-96, -80)
-        assert affine['scaling_ratio_range'] == (0.5, 1.6)  # custom hyp
-    assert not any(t['type'] == 'YOLOv5MixUp'
-                   for t in cfg.train_dataloader.dataset.pipeline)
+    # hyp.scratch.custom (data/hyp.scratch.custom.yaml): scale 0.5,
+    # translate 0.2, mosaic 1.0, mixup 0, paste_in 0
+    geometry = cfg.train_dataloader.dataset.pipeline[0]
+    assert geometry['type'] == 'YOLOv7MosaicPerspective'
+    assert geometry['img_scale'] == (192, 192)
+    assert (geometry['scale'], geometry['translate']) == (0.5, 0.2)
+    assert geometry['mosaic'] == 1.0
+    assert [t['type'] for t in cfg.train_dataloader.dataset.pipeline] == [
+        'YOLOv7MosaicPerspective', 'YOLOv7HSVAug', 'mmdet.RandomFlip',
+        'mmdet.PackDetInputs'
+    ]  # mixup 0 and paste_in 0: no such steps
+    assert cfg.train_dataloader.dataset.cache_images == 'ram'
     for loader in (cfg.train_dataloader, cfg.val_dataloader):
         assert loader.dataset.type == 'YOLODataset'
         assert loader.dataset.data_yaml == yolo_data['three']
     test = {t['type']: t for t in cfg.val_dataloader.dataset.pipeline}
-    assert test['LetterResize']['scale'] == (192, 160)
-    assert test['YOLOv5KeepRatioResize']['scale'] == (192, 160)
+    assert test['LetterResize']['scale'] == (192, 192)
+    assert test['YOLOv5KeepRatioResize']['scale'] == (192, 192)
     assert cfg.val_dataloader.dataset.batch_shapes_cfg.img_size == 192
     assert cfg.val_dataloader.dataset.batch_shapes_cfg.batch_size == 32
     assert cfg.val_evaluator.ann_file is None
@@ -67,7 +69,7 @@ def test_variables_reach_everything_derived(arch, yolo_data):
     assert cfg.train_cfg.max_epochs == 7
     assert cfg.model.bbox_head.loss.nominal_img_size == 192
     hooks = {h['type']: h for h in cfg.custom_hooks}
-    assert hooks['AutoAnchorHook']['img_size'] == (192, 160)
+    assert hooks['AutoAnchorHook']['img_size'] == (192, 192)
     assert hooks['AutoAnchorHook']['enabled'] is True
     # the plain mmengine merge leaves the derived values at the defaults
     plain = load_config(str(CONFIGS[arch]),
@@ -117,18 +119,26 @@ def test_two_training_iterations_and_evaluation(yolo_data, tmp_path):
 
 
 def test_variable_of_a_base_file_is_recomputed_there():
-    """input_size lives in the recipe base of the COCO config: substituted
-    there, the base's pipelines follow it; a non-literal value is refused."""
+    """img_scale and hyp live in the recipe bases of the COCO config:
+    substituted there, the bases' pipelines and loss follow them; a
+    non-literal value is refused."""
     cfg = load_config(str(ROOT / 'configs' / 'yolov7_tiny_coco.py'),
-                      dict(input_size=(320, 256)))
-    for mosaic, affine in mosaics(cfg.train_dataloader.dataset.pipeline):
-        assert mosaic['img_scale'] == (320, 256)
-        assert affine['border'] == (-160, -128)
+                      dict(img_scale=(320, 320)))
+    for geometry in (cfg.train_dataloader.dataset.pipeline[0],
+                     *cfg.train_dataloader.dataset.pipeline[1].pre_transform):
+        assert geometry['img_scale'] == (320, 320)
     test = {t['type']: t for t in cfg.test_dataloader.dataset.pipeline}
-    assert test['LetterResize']['scale'] == (320, 256)
-    with pytest.raises(ValueError, match='input_size=.*literal'):
+    assert test['LetterResize']['scale'] == (320, 320)
+    assert cfg.model.bbox_head.loss.nominal_img_size == 320
+    hyp = dict(cfg.hyp, scale=0.25, mixup=0.0)
+    cfg = load_config(str(ROOT / 'configs' / 'yolov7_tiny_coco.py'),
+                      dict(hyp=hyp))
+    pipeline = cfg.train_dataloader.dataset.pipeline
+    assert pipeline[0]['scale'] == 0.25
+    assert 'YOLOv7MixUp' not in [t['type'] for t in pipeline]
+    with pytest.raises(ValueError, match='img_scale=.*literal'):
         load_config(str(ROOT / 'configs' / 'yolov7_tiny_coco.py'),
-                    dict(input_size=object()))
+                    dict(img_scale=object()))
 
 
 @pytest.mark.parametrize('batch, options, accumulate, warmup', [

@@ -13,18 +13,21 @@ from mmengine.config import Config
 from helpers.paths import ROOT
 CONFIGS = ROOT / 'configs'
 
-# hyp.scratch.{p5,p6,tiny}.yaml
+# hyp.scratch.{p5,p6,tiny}.yaml, written from the official files
 HYP = {
     'p5': dict(lr0=0.01, lrf=0.1, box=0.05, cls=0.3, obj=0.7, translate=0.2,
-               scale=0.9, mixup=0.15),
+               scale=0.9, mixup=0.15, paste_in=0.15),
     'p6': dict(lr0=0.01, lrf=0.2, box=0.05, cls=0.3, obj=0.7, translate=0.2,
-               scale=0.9, mixup=0.15),
+               scale=0.9, mixup=0.15, paste_in=0.15),
     'tiny': dict(lr0=0.01, lrf=0.01, box=0.05, cls=0.5, obj=1.0,
-                 translate=0.1, scale=0.5, mixup=0.05),
+                 translate=0.1, scale=0.5, mixup=0.05, paste_in=0.05),
 }
 COMMON_HYP = dict(momentum=0.937, weight_decay=0.0005, warmup_epochs=3,
                   warmup_momentum=0.8, warmup_bias_lr=0.1, hsv_h=0.015,
-                  hsv_s=0.7, hsv_v=0.4, fliplr=0.5)
+                  hsv_s=0.7, hsv_v=0.4, fliplr=0.5, flipud=0.0, degrees=0.0,
+                  shear=0.0, perspective=0.0, mosaic=1.0, copy_paste=0.0,
+                  loss_ota=1, cls_pw=1.0, obj_pw=1.0, iou_t=0.2,
+                  anchor_t=4.0, fl_gamma=0.0)
 ANCHORS = {
     'p5': [[(12, 16), (19, 36), (40, 28)], [(36, 75), (76, 55), (72, 146)],
            [(142, 110), (192, 243), (459, 401)]],
@@ -69,6 +72,15 @@ def of_type(pipeline, name: str) -> List[dict]:
 
 
 @pytest.mark.parametrize('arch', sorted(MODELS))
+def test_hyp_is_the_official_file(arch):
+    """The recipe's hyp dict holds every key of the official file, with the
+    official values."""
+    family = MODELS[arch][0]
+    assert dict(load(arch).hyp) == pytest.approx(
+        dict(HYP[family], **COMMON_HYP))
+
+
+@pytest.mark.parametrize('arch', sorted(MODELS))
 def test_train_pipeline_matches_hyp(arch):
     family, size, _, _ = MODELS[arch]
     hyp = dict(HYP[family], **COMMON_HYP)
@@ -77,42 +89,33 @@ def test_train_pipeline_matches_hyp(arch):
     assert cfg.train_dataloader.dataset.data_root == 'data/coco/'
     assert (cfg.train_dataloader.collate_fn.type ==
             'yolov5_collate_with_files')
-
-    # mosaic on every sample: 4 images 80 %, 9 images 20 %
-    choice, = [t for t in pipeline if t.get('type') == 'RandomChoice']
-    assert choice.prob == [0.8, 0.2]
-    (mosaic4, affine4), (mosaic9, affine9) = choice.transforms
-    assert mosaic4.type == 'Mosaic' and mosaic9.type == 'Mosaic9'
-    for mosaic in (mosaic4, mosaic9):
-        assert tuple(mosaic.img_scale) == (size, size)
-        assert mosaic.pad_val == 114.0
-    affines = of_type(pipeline, 'YOLOv5RandomAffine')
-    assert len(affines) == 4  # 2 in the mosaic choice, 2 in mixup's copy
-    for affine in affines:
-        assert affine.max_rotate_degree == 0 and affine.max_shear_degree == 0
-        assert affine.max_translate_ratio == pytest.approx(hyp['translate'])
-        # official random_perspective: s = random.uniform(1 - scale,
-        # 1.1 + scale)
-        assert affine.scaling_ratio_range == pytest.approx(
-            (1 - hyp['scale'], 1.1 + hyp['scale']))
-        assert tuple(affine.border) == (-size // 2, -size // 2)
-
-    mixup, = of_type(pipeline, 'YOLOv5MixUp')
-    assert (mixup.alpha, mixup.beta) == (8.0, 8.0)
-    assert mixup.prob == pytest.approx(hyp['mixup'])
-    assert of_type(mixup.pre_transform, 'RandomChoice') == [choice]
-
-    hsv, = of_type(pipeline, 'YOLOv5HSVRandomAug')
-    assert (hsv.hue_delta, hsv.saturation_delta, hsv.value_delta) == (
-        hyp['hsv_h'], hyp['hsv_s'], hyp['hsv_v'])
-    flip, = of_type(pipeline, 'mmdet.RandomFlip')
-    assert flip.prob == hyp['fliplr']
-    # order: load, mosaic, mixup, hsv, flip, pack
+    # the official __getitem__ order: mosaic (4 at 80 %, 9 at 20 %) +
+    # random_perspective, mixup, HSV, paste_in, flips, packing
     assert [t.type for t in pipeline] == [
-        'TolerantLoadImageFromFile', 'LoadAnnotations', 'RandomChoice',
-        'YOLOv5MixUp', 'YOLOv5HSVRandomAug', 'mmdet.RandomFlip',
-        'mmdet.PackDetInputs'
+        'YOLOv7MosaicPerspective', 'YOLOv7MixUp', 'YOLOv7HSVAug',
+        'YOLOv7PasteIn', 'mmdet.RandomFlip', 'mmdet.PackDetInputs'
     ]
+    geometry, mixup, hsv, paste_in, flip, _ = pipeline
+    for g in (geometry, *mixup.pre_transform):
+        assert tuple(g.img_scale) == (size, size)
+        assert g.mosaic9 == 0.2
+        for key in ('degrees', 'translate', 'scale', 'shear',
+                    'perspective'):
+            assert g[key] == pytest.approx(hyp[key]), key
+    assert geometry.mosaic == hyp['mosaic']
+    # the second image of a mixup is always a mosaic
+    mixup_geometry, = mixup.pre_transform
+    assert mixup_geometry.type == 'YOLOv7MosaicPerspective'
+    assert mixup_geometry.mosaic == 1.0
+    assert mixup.prob == pytest.approx(hyp['mixup'])
+    assert (mixup.alpha, mixup.beta) == (8.0, 8.0)
+    assert (hsv.hsv_h, hsv.hsv_s, hsv.hsv_v) == (
+        hyp['hsv_h'], hyp['hsv_s'], hyp['hsv_v'])
+    assert paste_in.prob == pytest.approx(hyp['paste_in'])
+    assert tuple(paste_in.img_scale) == (size, size)
+    assert flip.prob == hyp['fliplr'] and 'direction' not in flip
+    assert cfg.train_dataloader.dataset.type == 'YOLOv7CocoDataset'
+    assert cfg.train_dataloader.dataset.cache_images is None
 
 
 @pytest.mark.parametrize('arch', sorted(MODELS))
@@ -174,7 +177,8 @@ def test_model_and_loss_match_official(arch):
     # hyp loss_ota: 1 (the loss's default assigner is OTA's)
     assert loss.get('assigner', dict(type='SimOTAAssigner'))['type'] == (
         'SimOTAAssigner')
-    assert tuple(cfg.img_scale) == tuple(cfg.input_size) == (size, size)
+    assert tuple(cfg.img_scale) == (size, size)
+    assert 'input_size' not in cfg  # one name for the input size
     assert cfg.model.data_preprocessor.type == 'YOLOv5DetDataPreprocessor'
 
 

@@ -7,16 +7,9 @@
 default_scope = 'mmyolo'
 custom_imports = dict(imports=['mmyolo_ext'], allow_failed_imports=False)
 
-num_classes = 80
-img_scale = (640, 640)  # (width, height) of the nominal input
 strides = [8, 16, 32]
 anchors = [[(12, 16), (19, 36), (40, 28)], [(36, 75), (76, 55), (72, 146)],
            [(142, 110), (192, 243), (459, 401)]]  # per level (w, h) in pixels
-# official hyp gains (scaled by the loss as the official train.py does)
-loss_box_gain = 0.05
-loss_obj_gain = 0.7
-loss_cls_gain = 0.3
-
 model = dict(
     type='YOLOv7Detector',
     data_preprocessor=dict(
@@ -30,7 +23,7 @@ model = dict(
         type='IDetectHead',
         head_module=dict(
             type='IDetectHeadModule',
-            num_classes=num_classes,
+            num_classes=80,  # the recipe's num_classes (recipe_model)
             in_channels=[256, 512, 1024],
             featmap_strides=strides),
         prior_generator=dict(
@@ -38,12 +31,9 @@ model = dict(
             base_sizes=anchors,
             strides=strides),
         bbox_coder=dict(type='YOLOv5BBoxCoder'),
-        loss=dict(
-            type='ComputeLossOTA',
-            box_gain=loss_box_gain,
-            obj_gain=loss_obj_gain,
-            cls_gain=loss_cls_gain,
-            nominal_img_size=img_scale[0])),
+        # the hyp's gains, loss_ota and input size come from the recipe
+        # (its hyp_loss); the loss's defaults are hyp.scratch.p5's at 640
+        loss=dict(type='ComputeLossOTA')),
     # the official evaluation settings
     test_cfg=dict(
         multi_label=True,

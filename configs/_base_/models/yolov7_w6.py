@@ -1,9 +1,8 @@
-# yolov7-w6: the official model, layer for layer: four levels (P3-P6) at
-# 1280, the lead head (IDetect) plus the auxiliary head (IAuxDetect) used in
-# training; the base of the other P6 model files.
+# yolov7-w6: the official model, layer for layer: four levels (P3-P6; the
+# P6 recipes train it at 1280), the lead head (IDetect) plus the auxiliary
+# head (IAuxDetect) used in training; the base of the other P6 model files.
 _base_ = ['./yolov7_l.py']
 
-img_scale = (1280, 1280)  # (width, height) of the nominal input
 strides = [8, 16, 32, 64]
 anchors = [[(19, 27), (44, 40), (38, 94)], [(96, 68), (86, 152), (180, 137)],
            [(140, 301), (303, 264), (238, 542)],
@@ -17,5 +16,4 @@ model = dict(
             in_channels=[256, 512, 768, 1024],
             aux_in_channels=[320, 640, 960, 1280],
             featmap_strides=strides),
-        prior_generator=dict(base_sizes=anchors, strides=strides),
-        loss=dict(nominal_img_size=img_scale[0])))
+        prior_generator=dict(base_sizes=anchors, strides=strides)))
