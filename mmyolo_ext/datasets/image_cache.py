@@ -3,9 +3,10 @@
 
 Each image is stored as the official ``load_image`` makes it (long side =
 the input size), so a cached sample skips the file read, the decode and the
-resize. ``'ram'``: one shared-memory block, filled once by the main process
-and read by every dataloader worker without a copy (forked workers inherit
-the mapping; spawned ones attach to it by name). ``'disk'``: one ``.npy``
+resize. ``'ram'``: one shared-memory block (a memory-mapped file in
+``/dev/shm``), filled once by the main process and read by every dataloader
+worker without a copy (forked workers inherit the mapping; spawned ones map
+the same file). ``'disk'``: one ``.npy``
 per image in ``<first image's folder>_npy<size>/``, memory-mapped when read,
 kept for the next run while the listing's fingerprint (the label cache's
 :func:`~mmyolo_ext.datasets.yolo_labels.files_hash`: paths, sizes and
@@ -20,7 +21,8 @@ import logging
 import os
 import os.path as osp
 import time
-from multiprocessing import resource_tracker, shared_memory
+import tempfile
+import weakref
 from multiprocessing.pool import ThreadPool
 from typing import List, Optional, Sequence, Tuple
 
@@ -97,9 +99,9 @@ class ImageCache:
         self.filled = np.zeros(len(sizes), bool)
         nbytes = sizes[:, 0].astype(np.int64) * sizes[:, 1] * 3
         self.offsets = np.concatenate([[0], np.cumsum(nbytes)])
-        self._shm: Optional[shared_memory.SharedMemory] = None
-        self._owner = False
-        self.files: List[str] = []
+        self._block: Optional[np.memmap] = None  # 'ram'
+        self._block_path: Optional[str] = None
+        self.files: List[str] = []  # 'disk'
 
     # ---- building -----------------------------------------------------
     @classmethod
@@ -135,9 +137,7 @@ class ImageCache:
                     f"cache_images='ram' ({name}): {need / 1e9:.2f} GB "
                     f'needed but /dev/shm has {shm_free / 1e9:.2f} GB free '
                     '(in docker: --shm-size); use cache_images=\'disk\'')
-            cache._shm = shared_memory.SharedMemory(
-                create=True, size=max(need, 1))
-            cache._owner = True
+            cache._create_block(max(need, 1))
         else:
             folder = osp.dirname(osp.abspath(paths[0])) + f'_npy{img_size}'
             print_log(
@@ -199,11 +199,21 @@ class ImageCache:
             logger='current',
             level=logging.WARNING if missing else logging.INFO)
 
+    def _create_block(self, nbytes: int) -> None:
+        folder = '/dev/shm' if osp.isdir('/dev/shm') else None
+        fd, path = tempfile.mkstemp(prefix='mmyolo_ext_images_', dir=folder)
+        os.close(fd)
+        self._block_path = path
+        self._block = np.memmap(path, np.uint8, 'w+', shape=(nbytes, ))
+        # the file goes with the creating process (or close()); mappings
+        # made before then stay valid
+        self._finalizer = weakref.finalize(self, _remove, path)
+
     # ---- reading ------------------------------------------------------
     def _view(self, i: int) -> np.ndarray:
         w, h = (int(v) for v in self.sizes[i])
-        return np.ndarray((h, w, 3), np.uint8, self._shm.buf,
-                          int(self.offsets[i]))
+        start = int(self.offsets[i])
+        return self._block[start:start + w * h * 3].reshape(h, w, 3)
 
     def get(self, i: int) -> Optional[np.ndarray]:
         """Image ``i`` (read-only for 'disk'), or None if not cached."""
@@ -223,34 +233,28 @@ class ImageCache:
     # ---- sharing with spawned workers, and cleanup ----------------------
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state['_shm_name'] = self._shm.name if self._shm else None
-        state['_shm'] = None
-        state['_owner'] = False
+        state.pop('_finalizer', None)
+        state['_block'] = None  # a spawned worker maps the file again
         return state
 
     def __setstate__(self, state: dict) -> None:
-        name = state.pop('_shm_name')
         self.__dict__.update(state)
-        if name is not None:
-            self._shm = shared_memory.SharedMemory(name=name)
-            # attached, not owned: the creating process removes it
-            try:
-                resource_tracker.unregister(self._shm._name, 'shared_memory')
-            except Exception:  # trackers differ across Python versions
-                pass
+        if self._block_path is not None:
+            self._block = np.memmap(self._block_path, np.uint8, 'r+',
+                                    shape=(max(self.nbytes, 1), ))
 
     def close(self) -> None:
-        if self._shm is not None:
-            self._shm.close()
-            if self._owner:
-                self._shm.unlink()
-            self._shm = None
+        """Remove the RAM block's file (views already made stay valid)."""
+        finalizer = self.__dict__.get('_finalizer')
+        if finalizer is not None:
+            finalizer()
 
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def cache_size_of(pipeline) -> int:

@@ -1,6 +1,7 @@
 """Small image sets with boxes (and polygons) for the train pipeline tests:
 smooth random images written to files, their data infos as the datasets
 give them, and a minimal dataset object the mixing transforms draw from."""
+import os
 import os.path as osp
 from typing import List, Sequence, Tuple
 
@@ -28,11 +29,12 @@ def make_images(folder: str,
     the labels as the official code holds them ((n, 5) class cx cy w h,
     normalized)."""
     rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
     infos, images, labels = [], [], []
     for i, (w, h) in enumerate(sizes):
         img = smooth_image(rng, w, h)
         path = osp.join(folder, f'{i:03d}{ext}')
-        cv2.imwrite(path, img)
+        assert cv2.imwrite(path, img), path
         n = boxes_per_image
         cxcy = rng.uniform(0.15, 0.85, (n, 2))
         wh = rng.uniform(0.02, 0.45, (n, 2))
