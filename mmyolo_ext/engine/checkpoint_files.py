@@ -21,6 +21,7 @@ import os.path as osp
 import re
 import shutil
 import zipfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, List, Optional, Union
 
 from mmengine.fileio import LocalBackend, register_backend
@@ -72,11 +73,44 @@ def write_file_contents(file, data: bytes) -> None:
     file.write(data)
 
 
+class BackgroundFinisher:
+    """One thread that finishes writes in the order they were handed over
+    (fsync, rename, folder fsync, then whatever was queued after them), so
+    training goes on while the disk catches up, as asynchronous
+    checkpointing does (Orbax, PyTorch DCP's ``async_save``). A kill before
+    a rename leaves the previous file under the name."""
+
+    def __init__(self) -> None:
+        self._executor: Optional[ThreadPoolExecutor] = None
+        self._futures: List[Future] = []
+
+    def submit(self, fn: Callable, *args) -> None:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                1, thread_name_prefix='checkpoint-finisher')
+        self._futures.append(self._executor.submit(fn, *args))
+
+    def wait(self) -> None:
+        """Return once everything handed over is done; raise the first
+        error of it."""
+        futures, self._futures = self._futures, []
+        for future in futures:
+            future.result()
+
+    def _forget_after_fork(self) -> None:
+        self._executor, self._futures = None, []  # its thread is not ours
+
+
+FINISHER = BackgroundFinisher()
+if hasattr(os, 'register_at_fork'):
+    os.register_at_fork(after_in_child=FINISHER._forget_after_fork)
+
+
 def write_atomically(
         path: str,
         data: Union[bytes, str],
-        write: Callable[[object, bytes], None] = write_file_contents
-) -> None:
+        write: Callable[[object, bytes], None] = write_file_contents,
+        background: bool = False) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename.
 
     Args:
@@ -84,30 +118,57 @@ def write_atomically(
         data (bytes | str): Its contents (str is written as UTF-8).
         write (callable): ``write(file, data)`` puts the bytes into the open
             temporary file.
+        background (bool): Write the temporary file here, and leave its
+            fsync and rename to :data:`FINISHER` (``FINISHER.wait()``
+            returns once it is in place). Defaults to False.
 
     Raises:
         CheckpointSaveError: The write failed; ``path`` is untouched and the
-            temporary file is gone.
+            temporary file is gone (raised by ``FINISHER.wait()`` where the
+            fsync or rename failed in the background).
     """
     if isinstance(data, str):
         data = data.encode('utf-8')
     folder = osp.dirname(osp.abspath(path))
     os.makedirs(folder, exist_ok=True)
     temp = temp_path_for(path)
+    size = len(data)
     try:
         with open(temp, 'wb') as file:
             write(file, data)
             file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-        fsync_folder(folder)
+            if not background:
+                os.fsync(file.fileno())
     except OSError as error:
-        try:
-            os.remove(temp)
-        except FileNotFoundError:
-            pass
-        raise CheckpointSaveError(
-            error.errno, save_error_message(path, len(data), error)) from error
+        _remove_and_raise(temp, path, size, error)
+    if background:
+        FINISHER.submit(_make_durable, temp, path, size, True)
+    else:
+        _make_durable(temp, path, size, False)
+
+
+def _make_durable(temp: str, path: str, size: int, fsync_file: bool) -> None:
+    try:
+        if fsync_file:
+            fd = os.open(temp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(temp, path)
+        fsync_folder(osp.dirname(osp.abspath(path)))
+    except OSError as error:
+        _remove_and_raise(temp, path, size, error)
+
+
+def _remove_and_raise(temp: str, path: str, size: int,
+                      error: OSError) -> None:
+    try:
+        os.remove(temp)
+    except FileNotFoundError:
+        pass
+    raise CheckpointSaveError(
+        error.errno, save_error_message(path, size, error)) from error
 
 
 def save_error_message(path: str, size: int, error: OSError) -> str:
@@ -131,7 +192,17 @@ def save_error_message(path: str, size: int, error: OSError) -> str:
 
 class AtomicLocalBackend(LocalBackend):
     """mmengine's local file backend whose writes are atomic (see
-    :func:`write_atomically`); what our CheckpointHook writes through."""
+    :func:`write_atomically`); what our CheckpointHook writes through.
+
+    Args:
+        background (bool): Leave the fsync and rename of each write to
+            :data:`FINISHER` (the hook waits for it before the next save and
+            at the end). Defaults to False: done when ``put`` returns.
+    """
+
+    def __init__(self, background: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.background = background
 
     def _write(self, file, data: bytes) -> None:
         """Puts the bytes into the open temporary file (a test writes them
@@ -139,10 +210,11 @@ class AtomicLocalBackend(LocalBackend):
         write_file_contents(file, data)
 
     def put(self, obj: bytes, filepath) -> None:
-        write_atomically(str(filepath), obj, self._write)
+        write_atomically(str(filepath), obj, self._write, self.background)
 
     def put_text(self, obj: str, filepath, encoding: str = 'utf-8') -> None:
-        write_atomically(str(filepath), obj.encode(encoding), self._write)
+        write_atomically(str(filepath), obj.encode(encoding), self._write,
+                         self.background)
 
 
 register_backend('atomic_local', AtomicLocalBackend, force=True)

@@ -106,11 +106,12 @@ def assert_resumable_state(work: Path) -> None:
 def test_sigkill_at_random_moments_then_resume_ends_as_uninterrupted(
         tmp_path, uninterrupted):
     """22 SIGKILLs, every other one while a checkpoint is being written
-    (the test's backend writes in slow chunks), each followed by
+    (the test's backend writes in slow chunks; fsync and rename in the
+    background, as by default), each followed by
     ``--resume``; then the run completes. After every kill the last
     checkpoint is complete; the end is bitwise the uninterrupted one."""
     cfg = toy_config(tmp_path, 'slow_writes', dict(
-        backend_args=dict(backend='toy_slow_chunked')))
+        backend_args=dict(backend='toy_slow_chunked', background=True)))
     work = tmp_path / 'work'
     log = tmp_path / 'log.txt'
     args = [str(cfg), '--work-dir', str(work), '--resume']

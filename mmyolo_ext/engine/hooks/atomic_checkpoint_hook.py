@@ -10,7 +10,7 @@ from mmengine.hooks import CheckpointHook
 from mmengine.runner import Runner
 
 from mmyolo_ext.registry import HOOKS
-from ..checkpoint_files import (LAST_CHECKPOINT, AtomicLocalBackend,
+from ..checkpoint_files import (FINISHER, LAST_CHECKPOINT, AtomicLocalBackend,
                                 CheckpointSaveError,
                                 remove_leftover_temp_files, write_atomically)
 from ..preemption import PreemptionSignals, exit_code
@@ -31,7 +31,10 @@ class AtomicCheckpointHook(CheckpointHook):
     * Every file (periodic, best, ``last_checkpoint``) is written to a
       temporary file in the same folder, fsynced and renamed onto its name
       (:class:`~mmyolo_ext.engine.checkpoint_files.AtomicLocalBackend`),
-      where mmengine writes in place.
+      where mmengine writes in place. Training goes on once the file is
+      written; its fsync and rename, then ``last_checkpoint`` and the
+      retirements, follow in a background thread, in that order (the next
+      save, the end of training and a stop wait for them).
     * ``last_checkpoint`` is updated only once its checkpoint is complete,
       and a checkpoint retired by ``max_keep_ckpts`` or by a new best is
       deleted only after that (mmengine deletes it first: a kill during
@@ -59,8 +62,9 @@ class AtomicCheckpointHook(CheckpointHook):
         out_dir = self.out_dir or runner.work_dir
         if (self.file_client_args is None and self.backend_args is None
                 and '://' not in str(out_dir)):
-            self.backend_args = dict(backend='atomic_local')
+            self.backend_args = dict(backend='atomic_local', background=True)
         super().before_train(runner)
+        self._files = self.file_backend  # not the deferring one of best
         if is_main_process() and isinstance(self.file_backend,
                                             AtomicLocalBackend):
             for folder in {str(self.out_dir), runner.work_dir}:
@@ -72,10 +76,28 @@ class AtomicCheckpointHook(CheckpointHook):
 
     def after_train(self, runner: Runner) -> None:
         self._signals.uninstall()
+        self._wait_for_saves(runner)
         super().after_train(runner)
 
     def after_run(self, runner: Runner) -> None:
         self._signals.uninstall()
+        self._wait_for_saves(runner)
+
+    def _wait_for_saves(self, runner: Runner) -> None:
+        """Return once the saves handed to the background are on disk;
+        stop the run where one failed."""
+        try:
+            FINISHER.wait()
+        except CheckpointSaveError as error:
+            runner.logger.error(str(error))
+            raise
+
+    def _after_saves(self, fn, *args) -> None:
+        """Call ``fn`` once the checkpoints written so far are in place."""
+        if getattr(self._files, 'background', False):
+            FINISHER.submit(fn, *args)
+        else:
+            fn(*args)
 
     def after_train_iter(self,
                          runner: Runner,
@@ -106,6 +128,7 @@ class AtomicCheckpointHook(CheckpointHook):
             self._write(runner, filename,
                         dict(epoch=runner.epoch, iter=step), retire=[])
         self._signals.uninstall()
+        self._wait_for_saves(runner)
         name = signal.Signals(signum).name
         config = getattr(runner.cfg, 'filename', None) or 'CONFIG'
         runner.logger.warning(
@@ -143,6 +166,7 @@ class AtomicCheckpointHook(CheckpointHook):
         share = getattr(runner.optim_wrapper, 'share_pending_gradients', None)
         if share is not None:
             share()  # every process, before the first one saves
+        self._wait_for_saves(runner)  # one save in flight at most
         try:
             runner.save_checkpoint(
                 self.out_dir,
@@ -158,26 +182,31 @@ class AtomicCheckpointHook(CheckpointHook):
             runner.logger.error(str(error))
             raise
         self._saved_iters = meta.get('iter')
-        if not is_main_process():
-            return
-        write_atomically(osp.join(runner.work_dir, LAST_CHECKPOINT),
-                         str(self.last_ckpt))
-        for name in retire:
-            if name != filename:
-                self._remove(self.file_backend.join_path(self.out_dir, name))
+        if is_main_process():
+            self._after_saves(self._point_and_retire, runner.work_dir,
+                              str(self.last_ckpt), [
+                                  self._files.join_path(self.out_dir, name)
+                                  for name in retire if name != filename
+                              ])
+
+    def _point_and_retire(self, work_dir: str, checkpoint: str,
+                          retire: List[str]) -> None:
+        write_atomically(osp.join(work_dir, LAST_CHECKPOINT), checkpoint)
+        for path in retire:
+            self._remove(path)
 
     def _remove(self, path: str) -> None:
-        if self.file_backend.isfile(path):
-            self.file_backend.remove(path)
-        elif self.file_backend.isdir(path):  # deepspeed's checkpoints
-            self.file_backend.rmtree(path)
+        if self._files.isfile(path):
+            self._files.remove(path)
+        elif self._files.isdir(path):  # deepspeed's checkpoints
+            self._files.rmtree(path)
 
     def _save_best_checkpoint(self, runner: Runner, metrics: dict) -> None:
         # mmengine's, with the previous best deleted after the new one
         with self._removals_deferred() as deferred:
             super()._save_best_checkpoint(runner, metrics)
         for path in deferred:
-            self._remove(path)
+            self._after_saves(self._remove, path)
 
     @contextmanager
     def _removals_deferred(self):
