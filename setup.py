@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parent
 # What the wheel carries beside the code, as OpenMMLab packages ship them
 # (mmdet/.mim, mmyolo/.mim): `_base_ = 'mmyolo_ext::yolov7_l_coco.py'` and
 # `mim train mmyolo_ext ...` find them in an installed package.
-MIM_FILES = ('configs', 'tools')
+MIM_FILES = ('configs', 'tools', 'model-index.yml')
 MIM_DIR = ROOT / 'mmyolo_ext' / '.mim'
 
 
@@ -21,8 +21,9 @@ def read_version() -> str:
 
 
 def add_mim_files() -> None:
-    """Copy configs/ and tools/ into mmyolo_ext/.mim when a wheel or an
-    sdist is built. An editable install reads them from the checkout."""
+    """Copy configs/, tools/ and model-index.yml into mmyolo_ext/.mim when a
+    wheel or an sdist is built. An editable install reads them from the
+    checkout."""
     if not {'bdist_wheel', 'sdist', 'build'} & set(sys.argv):
         return
     for name in MIM_FILES:
@@ -31,8 +32,13 @@ def add_mim_files() -> None:
             target.unlink()
         elif target.is_dir():
             shutil.rmtree(target)
-        shutil.copytree(ROOT / name, target,
-                        ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
+        if (ROOT / name).is_file():
+            MIM_DIR.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, target)
+        else:
+            shutil.copytree(
+                ROOT / name, target,
+                ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
 
 
 add_mim_files()
@@ -48,7 +54,10 @@ setup(
     packages=find_packages(include=['mmyolo_ext', 'mmyolo_ext.*']),
     package_data={
         'mmyolo_ext':
-        ['.mim/configs/**/*.py', '.mim/tools/**/*.py', '.mim/tools/**/*.sh']
+        [
+            '.mim/model-index.yml', '.mim/configs/**/*.py',
+            '.mim/configs/**/*.yml', '.mim/tools/**/*.py', '.mim/tools/**/*.sh'
+        ]
     },
     python_requires='>=3.10,<3.13',
     # The ranges that work together (see README): mmyolo 0.6 refuses

@@ -32,7 +32,26 @@ def config_path(name: str) -> str:
 
 
 def register_config_package() -> None:
-    """Let mmengine configs name ours as ``'mmyolo_ext::<config>'`` (mmengine
-    resolves that prefix only for the packages in its ``MODULE2PACKAGE``)."""
-    from mmengine.config.utils import MODULE2PACKAGE
-    MODULE2PACKAGE.setdefault('mmyolo_ext', 'mmyolo_ext')
+    """Let mmengine configs inherit ours as ``'mmyolo_ext::<config>'``.
+
+    mmengine resolves ``'pkg::path'`` only for a config in a sub-folder of
+    an installed package's ``.mim/configs`` (``'mmdet::faster_rcnn/x.py'``),
+    and scopes every dict of such a base to ``pkg``. Ours sit at the top of
+    configs/ and are written for MMYOLO's scope (their ``default_scope``),
+    so our prefix is resolved here, in front of mmengine's resolution, to
+    the config file (packaged or in the checkout) read as a local base: the
+    dicts keep the scope of the config. Every other name is mmengine's.
+    """
+    from mmengine.config import Config
+    resolve = Config._get_cfg_path
+    if getattr(resolve, 'reads_mmyolo_ext', False):
+        return
+
+    def get_cfg_path(cfg_path: str, filename: str):
+        package, sep, name = cfg_path.partition('::')
+        if package == 'mmyolo_ext' and sep:
+            return config_path(name), None
+        return resolve(cfg_path, filename)
+
+    get_cfg_path.reads_mmyolo_ext = True
+    Config._get_cfg_path = staticmethod(get_cfg_path)
