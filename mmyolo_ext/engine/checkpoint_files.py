@@ -78,27 +78,43 @@ class BackgroundFinisher:
     (fsync, rename, folder fsync, then whatever was queued after them), so
     training goes on while the disk catches up, as asynchronous
     checkpointing does (Orbax, PyTorch DCP's ``async_save``). A kill before
-    a rename leaves the previous file under the name."""
+    a rename leaves the previous file under the name. Once a task fails,
+    those queued after it (pointing ``last_checkpoint`` at the file that
+    failed, deleting the older one) are dropped."""
 
     def __init__(self) -> None:
         self._executor: Optional[ThreadPoolExecutor] = None
         self._futures: List[Future] = []
+        self._failed = False
 
     def submit(self, fn: Callable, *args) -> None:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(
                 1, thread_name_prefix='checkpoint-finisher')
-        self._futures.append(self._executor.submit(fn, *args))
+        self._futures.append(self._executor.submit(self._run, fn, args))
+
+    def _run(self, fn: Callable, args: tuple) -> None:
+        if self._failed:
+            return
+        try:
+            fn(*args)
+        except BaseException:
+            self._failed = True
+            raise
 
     def wait(self) -> None:
         """Return once everything handed over is done; raise the first
         error of it."""
         futures, self._futures = self._futures, []
-        for future in futures:
-            future.result()
+        try:
+            for future in futures:
+                future.result()
+        finally:
+            self._failed = False
 
     def _forget_after_fork(self) -> None:
-        self._executor, self._futures = None, []  # its thread is not ours
+        # the thread is the parent's: a child starts its own
+        self._executor, self._futures, self._failed = None, [], False
 
 
 FINISHER = BackgroundFinisher()

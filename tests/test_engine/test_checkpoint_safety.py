@@ -5,6 +5,7 @@ after every iteration) killed with SIGKILL at random moments, inside
 checkpoint writes too, and stopped with SIGTERM mid-epoch, then resumed,
 ends bitwise where an uninterrupted run ends; a full disk during a save and
 truncated checkpoints give errors that name the file."""
+import errno
 import os
 import random
 import signal
@@ -19,9 +20,12 @@ import mmyolo_ext  # noqa: F401  (registers our hook, weights-only loads)
 from helpers.forked_train import kill_after, run_train, start_train, wait
 from helpers.paths import ROOT, TOY
 from helpers.tools import load_tool
-from mmyolo_ext.engine.checkpoint_files import (TEMP_INFIX,
+from mmyolo_ext.engine import checkpoint_files
+from mmyolo_ext.engine.checkpoint_files import (FINISHER, TEMP_INFIX,
+                                                CheckpointSaveError,
                                                 DamagedCheckpointError,
-                                                check_checkpoint_file)
+                                                check_checkpoint_file,
+                                                write_atomically)
 from mmyolo_ext.engine.preemption import PreemptionSignals
 
 TOY_RUN = TOY / 'toy_long_run.py'
@@ -230,6 +234,32 @@ def test_full_disk_during_a_save_keeps_the_previous_checkpoint(tmp_path):
     assert run_train([str(resumed), '--work-dir', str(work), '--resume'],
                      log) == 0, log.read_text()[-3000:]
     assert f'--resume: resuming from {work}/iter_4.pth' in log.read_text()
+
+
+def test_a_failed_rename_in_the_background_changes_nothing(
+        tmp_path, monkeypatch):
+    """EIO at the rename of a background write: the old file and pointer
+    stay, the temporary file goes, what was queued after it is dropped,
+    and waiting raises the named error."""
+    target, pointer = tmp_path / 'iter_2.pth', tmp_path / 'last_checkpoint'
+    target.write_bytes(b'previous')
+    pointer.write_text(str(target))
+
+    def failing_replace(src, dst):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(checkpoint_files.os, 'replace', failing_replace)
+    write_atomically(str(target), b'new checkpoint', background=True)
+    FINISHER.submit(pointer.write_text, 'must not be written')
+    with pytest.raises(CheckpointSaveError) as error:
+        FINISHER.wait()
+    assert (f'Could not save checkpoint iter_2.pth in {tmp_path} '
+            '(Input/output error: the disk reported an error)') in str(
+                error.value)
+    assert target.read_bytes() == b'previous'
+    assert pointer.read_text() == str(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        'iter_2.pth', 'last_checkpoint']
 
 
 def truncated_copy(source: Path, target: Path, fraction: float) -> Path:
