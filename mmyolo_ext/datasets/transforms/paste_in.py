@@ -54,7 +54,7 @@ def sample_objects(images, tiles, labels: np.ndarray, boxes: np.ndarray,
     """The official ``sample_segments`` (probability 0.5) on the canvas:
     for round(n / 2) random objects, their class, their box's pixels with
     the outside of the polygon zeroed (zeros inside it made 255, as the
-    official mask merge does) and the polygon mask."""
+    official mask merge does) and the mask (the same array)."""
     out_labels, out_images, out_masks = [], [], []
     n = len(polygons)
     if not n:
@@ -64,14 +64,26 @@ def sample_objects(images, tiles, labels: np.ndarray, boxes: np.ndarray,
             int(v) for v in np.clip(boxes[j].astype(int), 0, canvas - 1))
         if bx2 <= bx1 or by2 <= by1:
             continue
-        mask = np.zeros((by2 - by1, bx2 - bx1, 3), np.uint8)
-        contour = (polygons[j].astype(np.int32) - (bx1, by1))[None]
-        cv2.drawContours(mask, contour, -1, (255, 255, 255), cv2.FILLED)
+        # drawn on the part of the canvas holding the whole polygon (or up
+        # to the canvas edge): OpenCV fills a polygon cut by the image edge
+        # differently from one inside it
+        contour = polygons[j].astype(np.int32)
+        ax1, ay1 = np.maximum(np.minimum(contour.min(0), (bx1, by1)), 0)
+        ax2, ay2 = np.minimum(np.maximum(contour.max(0) + 1, (bx2, by2)),
+                              canvas)
+        area = np.zeros((ay2 - ay1, ax2 - ax1, 3), np.uint8)
+        cv2.drawContours(area, [contour - (ax1, ay1)], -1, (255, 255, 255),
+                         cv2.FILLED)
+        mask = area[by1 - ay1:by2 - ay1, bx1 - ax1:bx2 - ax1]
         pixels = canvas_crop(images, tiles, (bx1, by1, bx2, by2))
         sample = np.where(mask > 0, np.where(pixels > 0, pixels, 255), 0)
+        sample = sample.astype(np.uint8)
         out_labels.append(int(labels[j]))
-        out_images.append(sample.astype(np.uint8))
-        out_masks.append(mask)
+        out_images.append(sample)
+        # the official mask is a view of the array the pixels are then
+        # written into: pastein's "mask > 0" after resizing is that of the
+        # sample itself (its edge differs from a 0/255 mask's by rounding)
+        out_masks.append(sample)
     return out_labels, out_images, out_masks
 
 
