@@ -105,8 +105,8 @@ def main() -> None:
         size = osp.getsize(paths['atomic']) / 1e6
 
         def ratio(name: str) -> str:
-            ratios = sorted(t[0] / p[0] for t, p in zip(times[name],
-                                                         times['plain']))
+            pairs = zip(times[name], times['plain'])
+            ratios = sorted(t[0] / p[0] for t, p in pairs)
             return (f'{statistics.median(ratios):.3f} '
                     f'({ratios[0]:.3f}-{ratios[-1]:.3f})')
 

@@ -7,12 +7,13 @@ import time
 
 import torch
 from mmengine.dataset import BaseDataset
+from mmengine.evaluator import BaseMetric
 from mmengine.fileio import register_backend
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
-from mmengine.registry import DATASETS, HOOKS, MODELS
+from mmengine.registry import DATASETS, HOOKS, METRICS, MODELS
 
-from mmyolo_ext.engine.checkpoint_files import (AtomicLocalBackend,
+from mmyolo_ext.engine.checkpoint_files import (FINISHER, AtomicLocalBackend,
                                                 write_atomically)
 
 KILLED_EXIT_CODE = 57
@@ -58,6 +59,7 @@ class KillAfterIterHook(Hook):
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None) -> None:
         if str(runner.iter + 1) == os.environ.get('TOY_KILL_AT'):
+            FINISHER.wait()  # the checkpoint's fsync and rename
             os._exit(KILLED_EXIT_CODE)
 
 
@@ -122,3 +124,18 @@ class FullDiskBackend(AtomicLocalBackend):
 
 register_backend('toy_slow_chunked', SlowChunkedBackend, force=True)
 register_backend('toy_full_disk', FullDiskBackend, force=True)
+
+
+@METRICS.register_module()
+class ToyScoreMetric(BaseMetric):
+    """``toy/score``: minus the mean squared error of the predictions (the
+    higher the better)."""
+
+    default_prefix = 'toy'
+
+    def process(self, data_batch, data_samples) -> None:
+        for pred, target in zip(data_samples, data_batch['targets']):
+            self.results.append(float(((pred - target)**2).mean()))
+
+    def compute_metrics(self, results) -> dict:
+        return dict(score=-sum(results) / len(results))

@@ -196,6 +196,47 @@ def test_sigterm_mid_epoch_saves_and_resumes_with_the_same_samples(
     assert not (work / f'iter_{stopped_at}.pth').exists()
 
 
+def test_a_new_best_checkpoint_replaces_the_previous_one_without_a_gap(
+        tmp_path):
+    """Validation after each epoch, ``save_best``: while a new best is
+    written (in slow chunks) the previous one stays; a watcher polling the
+    work dir every half millisecond never sees it without a best file once
+    the first exists, and one best file is left at the end."""
+    cfg = toy_config(tmp_path, 'best', dict(
+        interval=100, save_best='toy/score', rule='greater',
+        backend_args=dict(backend='toy_slow_chunked')))
+    with open(cfg, 'a') as f:
+        f.write(textwrap.dedent("""
+            val_dataloader = dict(
+                batch_size=8, num_workers=0,
+                sampler=dict(type='DefaultSampler', shuffle=False),
+                collate_fn=dict(type='default_collate'),
+                dataset=dict(type='CompatToyDataset'))
+            val_evaluator = dict(type='ToyScoreMetric')
+            val_cfg = dict()
+            train_cfg = dict(val_interval=1)
+            """))
+    work = tmp_path / 'work'
+    log = tmp_path / 'log.txt'
+    pid = start_train([str(cfg), '--work-dir', str(work)], log)
+    seen, gaps, done = set(), 0, 0
+    while not done:
+        done = os.waitpid(pid, os.WNOHANG)[0]
+        best = [p.name for p in work.glob('best_*.pth')] if work.exists() \
+            else []
+        gaps += bool(seen) and not best
+        seen.update(best)
+        time.sleep(0.0005)
+    assert os.waitstatus_to_exitcode(
+        os.waitpid(pid, 0)[1] if not done else 0) == 0
+    text = log.read_text()
+    assert 'Traceback' not in text, text[-3000:]
+    replaced = text.count('The previous best checkpoint')
+    assert replaced >= 1 and len(seen) == replaced + 1, (replaced, seen)
+    assert gaps == 0
+    assert len(list(work.glob('best_*.pth'))) == 1
+
+
 def test_second_sigint_interrupts_at_once():
     signals = PreemptionSignals()
     assert signals.install()
