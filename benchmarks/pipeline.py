@@ -29,6 +29,7 @@ with a data.yaml). Then, in one process with one thread (cv2, torch):
 """
 import argparse
 import cProfile
+import json
 import os
 import os.path as osp
 import pstats
@@ -68,6 +69,8 @@ def make_data(root: str, count: int, seed: int = 0) -> str:
     aspects = [(4 / 3, 0.45), (3 / 4, 0.15), (3 / 2, 0.15), (2 / 3, 0.05),
                (1.0, 0.05), (16 / 9, 0.15)]
     ratios, shares = zip(*aspects)
+    coco = dict(images=[], annotations=[],
+                categories=[dict(id=k, name=f'c{k}') for k in range(80)])
     for i in range(count):
         long = 640 if rng.random() < 0.9 else int(rng.integers(400, 640))
         a = ratios[rng.choice(len(ratios), p=shares)]
@@ -91,12 +94,29 @@ def make_data(root: str, count: int, seed: int = 0) -> str:
             cv2.rectangle(img, (int((cx - bw / 2) * w), int(
                 (cy - bh / 2) * h)), (int((cx + bw / 2) * w),
                                       int((cy + bh / 2) * h)), color, 3)
-            rows.append(f'{rng.integers(80)} {cx:.6f} {cy:.6f} {bw:.6f} '
-                        f'{bh:.6f}\n')
+            cls = int(rng.integers(80))
+            rows.append(f'{cls} {cx:.6f} {cy:.6f} {bw:.6f} {bh:.6f}\n')
+            # in the COCO json: an octagon inside the box (paste_in's
+            # polygons)
+            t = np.linspace(0, 2 * np.pi, 9)[:-1]
+            poly = np.stack([(cx + bw / 2 * np.cos(t)) * w,
+                             (cy + bh / 2 * np.sin(t)) * h], 1)
+            coco['annotations'].append(
+                dict(id=len(coco['annotations']) + 1, image_id=i,
+                     category_id=cls, iscrowd=0, area=bw * bh * w * h,
+                     bbox=[(cx - bw / 2) * w, (cy - bh / 2) * h, bw * w,
+                           bh * h],
+                     segmentation=[poly.ravel().round(2).tolist()]))
+        coco['images'].append(
+            dict(id=i, file_name=f'{i:06d}.jpg', width=w, height=h))
         cv2.imwrite(osp.join(img_dir, f'{i:06d}.jpg'), img,
                     [cv2.IMWRITE_JPEG_QUALITY, 90])
         with open(osp.join(label_dir, f'{i:06d}.txt'), 'w') as f:
             f.writelines(rows)
+    os.makedirs(osp.join(root, 'annotations'), exist_ok=True)
+    with open(osp.join(root, 'annotations', 'instances_train.json'),
+              'w') as f:
+        json.dump(coco, f)
     data_yaml = osp.join(root, 'data.yaml')
     names = ', '.join(f'c{k}' for k in range(80))
     with open(data_yaml, 'w') as f:
@@ -232,6 +252,38 @@ def profile(get: Callable, n: int, samples: int, top: int = 12) -> None:
               f'{tottime / total:.0%} |')
 
 
+def paste_in_cost(root: str, rounds: int, samples: int) -> None:
+    """ms per sample of yolov7_l_coco.py's train dataset (hyp.scratch.p5,
+    with the polygons of the COCO json) with paste_in 1.0 and 0.0, and
+    with the recipe's own 0.15."""
+    from mmengine.registry import init_default_scope
+    from mmyolo.registry import DATASETS
+
+    from mmyolo_ext.engine.config_variables import load_config
+    init_default_scope('mmyolo')
+    datasets = {}
+    for p in (0.0, 0.15, 1.0):
+        cfg = load_config(osp.join(REPO, 'configs', 'yolov7_l_coco.py'))
+        hyp = dict(cfg.hyp, paste_in=p)
+        cfg = load_config(osp.join(REPO, 'configs', 'yolov7_l_coco.py'),
+                          dict(hyp=hyp))
+        datasets[f'paste_in {p}'] = DATASETS.build(
+            dict(cfg.train_dataloader.dataset, data_root=root,
+                 ann_file='annotations/instances_train.json',
+                 metainfo=dict(classes=tuple(f'c{k}' for k in range(80))),
+                 data_prefix=dict(img='images/train/')))
+    n = len(datasets['paste_in 0.0'])
+    times = interleaved({k: d.__getitem__ for k, d in datasets.items()}, n,
+                        rounds, samples)
+    print(f'\npaste_in (yolov7_l_coco.py, hyp.scratch.p5: mosaic, mixup '
+          f'0.15; load {os.getloadavg()[0]:.2f}):')
+    base = times['paste_in 0.0']
+    for name, ts in times.items():
+        extra = statistics.median([a - b for a, b in zip(ts, base)])
+        print(f'  {name}: {statistics.median(ts):.2f} ms / sample '
+              f'(+{extra:.2f})')
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--make-data', metavar='DIR')
@@ -248,6 +300,10 @@ def main() -> None:
                         help='also the dataloader rate with N workers')
     parser.add_argument('--batches', type=int, default=20)
     parser.add_argument('--profile', action='store_true')
+    parser.add_argument(
+        '--paste-in', action='store_true',
+        help='also the cost of paste_in: the COCO recipe (yolov7_l_coco) '
+        'on the COCO json of the set, paste_in 1.0 vs 0')
     args = parser.parse_args()
     if args.make_data:
         print(make_data(args.make_data, args.count))
@@ -292,6 +348,8 @@ def main() -> None:
                        pseudo_collate)
             rate = loader_rate(ds, collate, args.workers, args.batches)
             print(f'  {name}: {rate:.1f}')
+    if args.paste_in:
+        paste_in_cost(args.data, args.rounds, args.samples)
     if args.profile:
         for name in ('ours', 'official'):
             if name in contenders:
