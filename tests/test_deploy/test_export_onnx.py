@@ -37,7 +37,8 @@ def session(path):
 def official_decode(raw_maps, anchors, strides, num_classes):
     """The official inference decoding (IDetect with --grid), from the raw
     ``(bs, na * no, ny, nx)`` maps: ``(bs, N, 5 + nc)`` rows ``cx, cy, w,
-    h, obj, cls...`` ordered by level, cell (row-major), anchor. A one-class
+    h, obj, cls...`` ordered by level, anchor, row, column (``models/yolo.py``
+    ``IDetect.forward``: ``permute(0, 1, 3, 4, 2)``). A one-class
     model's class column is 1 (its score is the objectness alone).
 
     Also returns ``(N, 5 + nc)`` units per column (stride for cx, cy;
@@ -47,20 +48,20 @@ def official_decode(raw_maps, anchors, strides, num_classes):
     for raw, level_anchors, stride in zip(raw_maps, anchors, strides):
         bs, _, ny, nx = raw.shape
         na = len(level_anchors)
-        p = raw.view(bs, na, -1, ny, nx).permute(0, 3, 4, 1, 2).sigmoid()
+        p = raw.view(bs, na, -1, ny, nx).permute(0, 1, 3, 4, 2).sigmoid()
         gy, gx = torch.meshgrid(
             torch.arange(ny), torch.arange(nx), indexing='ij')
-        grid = torch.stack([gx, gy], -1).view(1, ny, nx, 1, 2).float()
+        grid = torch.stack([gx, gy], -1).view(1, 1, ny, nx, 2).float()
         anchor = torch.tensor(level_anchors, dtype=torch.float32).view(
-            1, 1, 1, na, 2)
+            1, na, 1, 1, 2)
         xy = (p[..., :2] * 2 - 0.5 + grid) * stride
         wh = (p[..., 2:4] * 2)**2 * anchor
         cls = p[..., 5:] if num_classes > 1 else torch.ones_like(p[..., 5:])
         level_rows = torch.cat([xy, wh, p[..., 4:5], cls], -1)
         rows.append(level_rows.reshape(bs, -1, 5 + num_classes))
-        unit = torch.ones(ny, nx, na, 5 + num_classes)
+        unit = torch.ones(na, ny, nx, 5 + num_classes)
         unit[..., :2] = stride
-        unit[..., 2:4] = anchor[0, 0, 0]
+        unit[..., 2:4] = anchor[0]
         units.append(unit.reshape(-1, 5 + num_classes))
     return torch.cat(rows, 1), torch.cat(units)
 
