@@ -109,7 +109,7 @@ def assert_resumable_state(work: Path) -> None:
 
 def test_sigkill_at_random_moments_then_resume_ends_as_uninterrupted(
         tmp_path, uninterrupted):
-    """22 SIGKILLs, every other one while a checkpoint is being written
+    """20 SIGKILLs, every other one while a checkpoint is being written
     (the test's backend writes in slow chunks; fsync and rename in the
     background, as by default), each followed by
     ``--resume``; then the run completes. After every kill the last
@@ -121,7 +121,7 @@ def test_sigkill_at_random_moments_then_resume_ends_as_uninterrupted(
     args = [str(cfg), '--work-dir', str(work), '--resume']
     rng = random.Random(0)
     kills, inside_write, resumes = 0, 0, 0
-    for attempt in range(22):
+    for attempt in range(20):
         resumes += (work / 'last_checkpoint').exists()
         pid = start_train(args, log)
         if attempt % 2:  # kill inside the 1st, 2nd or 3rd write
@@ -141,8 +141,8 @@ def test_sigkill_at_random_moments_then_resume_ends_as_uninterrupted(
         kills += 1
         inside_write += bool(list(work.glob(f'.*{TEMP_INFIX}*')))
         assert_resumable_state(work)
-    assert kills == 22 and inside_write >= 8, (kills, inside_write)
-    assert resumes >= 15, resumes
+    assert kills == 20 and inside_write >= 7, (kills, inside_write)
+    assert resumes >= 13, resumes
     assert run_train(args, log) == 0, log.read_text()[-3000:]
 
     text = log.read_text()
@@ -150,8 +150,8 @@ def test_sigkill_at_random_moments_then_resume_ends_as_uninterrupted(
     assert 'the temporary file of a save that was interrupted' in text
     # every run started after the first save resumed (a kill may come
     # before a run says so), and none met a damaged file
-    assert text.count('no complete checkpoint') <= 22 - resumes
-    assert text.count('--resume: resuming from') >= 15
+    assert text.count('no complete checkpoint') <= 20 - resumes
+    assert text.count('--resume: resuming from') >= 13
     assert 'Not resuming from' not in text
     assert not list(work.glob(f'.*{TEMP_INFIX}*'))
     assert_same_end(work, uninterrupted)
@@ -235,6 +235,68 @@ def test_a_new_best_checkpoint_replaces_the_previous_one_without_a_gap(
     assert replaced >= 1 and len(seen) == replaced + 1, (replaced, seen)
     assert gaps == 0
     assert len(list(work.glob('best_*.pth'))) == 1
+
+
+def start_two_ranks(args, tmp_path: Path, name: str, port: int) -> list:
+    """``tools/train.py ARGS --launcher pytorch`` as ranks 0 and 1 (gloo);
+    their pids. Rank r logs to ``<name>_r.log``, and its sample order
+    goes to ``<name>_order_r.txt``."""
+    pids = []
+    for rank in (0, 1):
+        env = dict(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE='2',
+                   MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port),
+                   TOY_ORDER_FILE=str(tmp_path / f'{name}_order_{rank}.txt'))
+        pids.append(start_train([*args, '--launcher', 'pytorch'],
+                                tmp_path / f'{name}_{rank}.log', env))
+    return pids
+
+
+def test_ddp_stop_on_one_rank_stops_both_at_the_same_iteration(tmp_path):
+    """Two gloo processes; SIGTERM reaches rank 1 only, in epoch 2. Both
+    finish the same iteration and exit 143, rank 0 writes its checkpoint;
+    resumed, both ranks see the samples an uninterrupted two-process run
+    sees, and end with its weights and EMA: within float32 rounding, as a
+    save inside an accumulation window gives every rank the mean of the
+    window's gradients so far (which DDP's next synchronised step would
+    average anyway) where the other run sums them in another order."""
+    if torch.cuda.is_available():
+        pytest.skip('CPU processes (gloo) only')
+    cfg = toy_config(tmp_path, 'every5', dict(interval=5))
+    whole, work = tmp_path / 'whole', tmp_path / 'work'
+    for pid in start_two_ranks([str(cfg), '--work-dir', str(whole)],
+                               tmp_path, 'whole', 29541):
+        assert wait(pid) == 0, (tmp_path / 'whole_0.log').read_text()[-3000:]
+
+    args = [str(cfg), '--work-dir', str(work)]
+    pids = start_two_ranks(args, tmp_path, 'stopped', 29542)
+    order = [tmp_path / f'stopped_order_{rank}.txt' for rank in (0, 1)]
+    deadline = time.monotonic() + 60
+    while not order[1].exists() or len(order[1].read_text().split('\n')) < 7:
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    os.kill(pids[1], signal.SIGTERM)
+    assert [wait(pid) for pid in pids] == [143, 143], (
+        tmp_path / 'stopped_0.log').read_text()[-3000:]
+    stopped_at = [len(path.read_text().splitlines()) for path in order]
+    assert stopped_at[0] == stopped_at[1] and 5 < stopped_at[0] < 9
+    step = stopped_at[0]
+    assert (f'Stopped by SIGTERM after iteration {step} (epoch 2)'
+            in (tmp_path / 'stopped_0.log').read_text())
+    assert (work / 'last_checkpoint').read_text() == str(
+        work / f'iter_{step}.pth')
+
+    for pid in start_two_ranks([*args, '--resume'], tmp_path, 'stopped',
+                               29543):
+        assert wait(pid) == 0, (tmp_path /
+                                'stopped_0.log').read_text()[-3000:]
+    for rank in (0, 1):
+        assert (tmp_path / f'stopped_order_{rank}.txt').read_text() == (
+            tmp_path / f'whole_order_{rank}.txt').read_text()
+    ours, theirs = (load(d / 'iter_12.pth') for d in (work, whole))
+    for part in ('state_dict', 'ema_state_dict'):
+        for key, value in theirs[part].items():
+            torch.testing.assert_close(ours[part][key], value, rtol=1e-5,
+                                       atol=1e-7, equal_nan=True)
 
 
 def test_second_sigint_interrupts_at_once():
