@@ -102,10 +102,12 @@ def main() -> None:
                                ' configuration file.')
 
     # an explicit checkpoint wins over auto-resume from the work dir; both
-    # only take a complete checkpoint file
-    if args.resume is not None:
-        cfg.resume, cfg.load_from = resume_checkpoint(args.resume,
-                                                      cfg.work_dir)
+    # only take a complete checkpoint file (a config's resume=True too)
+    resume = args.resume
+    if resume is None and cfg.get('resume', False):
+        resume = cfg.get('load_from') or 'auto'
+    if resume is not None:
+        cfg.resume, cfg.load_from = resume_checkpoint(resume, cfg.work_dir)
 
     if args.check_data:
         from mmyolo_ext.datasets import data_check

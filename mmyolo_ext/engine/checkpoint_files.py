@@ -324,13 +324,16 @@ def resume_candidates(work_dir: str) -> List[str]:
     ``last_checkpoint`` names, the work dir's ``epoch_*``/``iter_*`` files
     (newest first), then its ``best_*`` files (no optimizer state)."""
 
-    def newest_first(pattern: str) -> List[str]:
-        paths = glob.glob(osp.join(glob.escape(work_dir), pattern))
+    def newest_first(*patterns: str) -> List[str]:
+        paths = [
+            path for pattern in patterns
+            for path in glob.glob(osp.join(glob.escape(work_dir), pattern))
+        ]
         return sorted(paths, key=lambda p: (osp.getmtime(p), p),
                       reverse=True)
 
     ordered = [_read_last_checkpoint(work_dir)]
-    ordered += newest_first('epoch_*.pth') + newest_first('iter_*.pth')
+    ordered += newest_first('epoch_*.pth', 'iter_*.pth')
     ordered += newest_first('best_*.pth')
     seen, candidates = set(), []
     for path in ordered:

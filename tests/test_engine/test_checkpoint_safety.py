@@ -423,6 +423,36 @@ def test_resume_passes_over_a_truncated_checkpoint(tmp_path, uninterrupted):
     assert 'Traceback' not in text
 
 
+def test_resume_candidates_pass_over_a_missing_last_checkpoint(tmp_path):
+    """``last_checkpoint`` naming a file that is gone (what mmengine's hook
+    left: "Auto resumed from ... epoch_1.pth", then FileNotFoundError):
+    the newest complete periodic checkpoint (by modification time) is
+    taken, then a best one."""
+    def save(name: str, mtime: int) -> Path:
+        path = tmp_path / name
+        torch.save(dict(state_dict=dict(w=torch.ones(2))), path)
+        os.utime(path, (mtime, mtime))
+        return path
+
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_1.pth'))
+    save('best_coco_bbox_mAP_epoch_3.pth', 300)
+    assert checkpoint_files.find_resumable_checkpoint(
+        str(tmp_path), warn=lambda _: None).endswith('best_coco_bbox_mAP_'
+                                                     'epoch_3.pth')
+    save('epoch_2.pth', 200)
+    save('iter_90.pth', 250)
+    truncated_copy(save('epoch_3.pth', 300), tmp_path / 'epoch_3.pth', 0.5)
+    os.utime(tmp_path / 'epoch_3.pth', (300, 300))
+    assert checkpoint_files.resume_candidates(str(tmp_path)) == [
+        str(tmp_path / name) for name in (
+            'epoch_3.pth', 'iter_90.pth', 'epoch_2.pth',
+            'best_coco_bbox_mAP_epoch_3.pth')]
+    warnings = []
+    assert checkpoint_files.find_resumable_checkpoint(
+        str(tmp_path), warnings.append) == str(tmp_path / 'iter_90.pth')
+    assert len(warnings) == 1 and 'epoch_3.pth' in warnings[0]
+
+
 @pytest.mark.parametrize('tool, args', [
     ('tools/test.py', ['CONFIG', 'CKPT']),
     ('tools/deployment/image_demo.py', ['IMAGE', 'CONFIG', '--weights',
