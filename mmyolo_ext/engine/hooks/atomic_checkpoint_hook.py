@@ -7,7 +7,7 @@ from typing import List, Optional
 import torch
 from mmengine.dist import all_reduce, is_distributed, is_main_process
 from mmengine.hooks import CheckpointHook
-from mmengine.runner import Runner
+from mmengine.runner import EpochBasedTrainLoop, Runner
 
 from mmyolo_ext.registry import HOOKS
 from ..checkpoint_files import (FINISHER, LAST_CHECKPOINT, AtomicLocalBackend,
@@ -136,6 +136,11 @@ class AtomicCheckpointHook(CheckpointHook):
             f'{runner.epoch + 1}): its checkpoint is {self.last_ckpt}. '
             f'Resume with: python tools/train.py {config} --work-dir '
             f'{runner.work_dir} --resume')
+        if type(runner.train_loop) is EpochBasedTrainLoop:
+            runner.logger.warning(
+                "mmengine's EpochBasedTrainLoop trains an interrupted epoch "
+                "again from its start; train_cfg.type="
+                "'mmyolo_ext.ResumableEpochBasedTrainLoop' continues it")
         raise SystemExit(exit_code(signum))
 
     def _save_checkpoint_with_step(self, runner: Runner, step: int,
