@@ -2,7 +2,8 @@
 mmdet 3.3's ``tools/test.py``, plus ``--deploy`` to evaluate the
 re-parameterized model (RepConv and BN folded, implicit layers folded, P6 aux
 head removed); a ``.onnx`` checkpoint (``tools/deployment/export_onnx.py --nms none``,
-``--dynamic all`` for rect batches) is evaluated in onnxruntime.
+``--dynamic all`` for rect batches) is evaluated in onnxruntime, an OpenVINO
+``.xml`` IR (``tools/deployment/export_openvino.py``) on OpenVINO's CPU plugin.
 
 Example::
 
@@ -125,11 +126,19 @@ def main() -> None:
             raise SystemExit('--tta / --deploy take a PyTorch checkpoint, '
                              f'not {args.checkpoint}')
         cfg = drop_ema_hooks(onnx_test_config(cfg, args.checkpoint))
+    elif args.checkpoint.endswith('.xml'):
+        # an OpenVINO IR (tools/deployment/export_openvino.py) run on its CPU
+        # plugin
+        from mmyolo_ext.deploy.openvino_detector import openvino_test_config
+        if args.tta or args.deploy:
+            raise SystemExit('--tta / --deploy take a PyTorch checkpoint, '
+                             f'not {args.checkpoint}')
+        cfg = drop_ema_hooks(openvino_test_config(cfg, args.checkpoint))
 
     # a deploy checkpoint (tools/model_converters/reparameterize.py) holds fused weights: the
     # model is fused before the runner loads them; --deploy fuses the loaded
     # training weights before the test loop
-    deploy_weights = (not args.checkpoint.endswith('.onnx')
+    deploy_weights = (not args.checkpoint.endswith(('.onnx', '.xml'))
                       and is_deploy_checkpoint(args.checkpoint))
     if args.deploy or deploy_weights:
         cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [

@@ -28,7 +28,11 @@ def read_data_yaml(path: str) -> dict:
     against YOLOv5's optional ``path:`` root, itself relative to the
     data.yaml's folder; without ``path:``, against the data.yaml's folder,
     and, when nothing is there, against the working directory (where the
-    official ``train.py`` resolves it).
+    official ``train.py`` resolves it). A ``../`` source that is missing
+    there is tried once more without its ``../``, against the same root:
+    Ultralytics' rule (``ultralytics/data/utils.py`` ``check_det_dataset``)
+    for Roboflow's exports, whose root data.yaml says
+    ``train: ../train/images`` for the ``train/images`` folder beside it.
 
     Args:
         path (str): The data.yaml.
@@ -79,10 +83,14 @@ def _resolve(source: str, root: Optional[str], yaml_dir: str) -> str:
     source = osp.expanduser(source)
     if osp.isabs(source):
         return osp.normpath(source)
-    if root is not None:
-        return osp.normpath(osp.join(root, source))
-    here = osp.normpath(osp.join(yaml_dir, source))
-    if not osp.exists(here) and osp.exists(source):
+    base = yaml_dir if root is None else root
+    here = osp.normpath(osp.join(base, source))
+    if not osp.exists(here) and source.startswith('../'):
+        # Ultralytics' rule for Roboflow's exports (docstring above)
+        beside = osp.normpath(osp.join(base, source[3:]))
+        if osp.exists(beside):
+            return beside
+    if root is None and not osp.exists(here) and osp.exists(source):
         return osp.abspath(source)  # the official: relative to the cwd
     return here
 

@@ -100,6 +100,23 @@ def official_row_order(rows: Tensor, featmap_sizes: Sequence,
     return torch.cat(levels, dim=1)
 
 
+def head_row_order(rows: Tensor, featmap_sizes: Sequence,
+                   num_anchors: int) -> Tensor:
+    """The inverse of :func:`official_row_order`: exported rows put back in
+    :meth:`IDetectHead.decode`'s order (per level: cell, then anchor), so
+    that post-processing them breaks score ties as the PyTorch model does.
+    """
+    bs, channels = rows.shape[0], rows.shape[-1]
+    levels, start = [], 0
+    for ny, nx in featmap_sizes:
+        count = ny * nx * num_anchors
+        level = rows[:, start:start + count].reshape(bs, num_anchors, ny, nx,
+                                                     channels)
+        levels.append(level.permute(0, 2, 3, 1, 4).reshape(bs, -1, channels))
+        start = start + count
+    return torch.cat(levels, dim=1)
+
+
 class OnnxNonMaxSuppression(torch.autograd.Function):
     """The ONNX ``NonMaxSuppression`` op, for tracing only.
 
@@ -287,6 +304,23 @@ class ExportedDetector(nn.Module):
         num_dets = valid.sum(1, keepdim=True)
         return (num_dets.to(torch.int32), det_boxes, det_scores,
                 det_classes.to(torch.int32))
+
+
+def config_input_size(cfg, img_size: Optional[Sequence[int]] = None
+                      ) -> Tuple[int, int]:
+    """The export's ``(height, width)``: ``img_size`` (one value: square),
+    else the config's ``input_size`` (else ``img_scale``; both (width,
+    height)), else 640."""
+    if img_size:
+        if len(img_size) == 1:
+            img_size = list(img_size) * 2
+        if len(img_size) != 2:
+            raise ValueError(f'--img-size takes HEIGHT WIDTH, got {img_size}')
+        return int(img_size[0]), int(img_size[1])
+    scale = cfg.get('input_size', cfg.get('img_scale', (640, 640)))
+    if isinstance(scale, int):
+        return scale, scale
+    return int(scale[1]), int(scale[0])
 
 
 def dynamic_axes_of(dynamic: Optional[str], nms: str) -> Optional[dict]:

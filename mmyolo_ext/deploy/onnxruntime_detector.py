@@ -11,7 +11,7 @@ from torch import Tensor
 
 from mmyolo_ext.models.detectors.yolov7_tta_model import postprocess_decoded
 from mmyolo_ext.registry import MODELS
-from .onnx_export import read_metadata
+from .onnx_export import head_row_order, read_metadata
 
 
 @MODELS.register_module()
@@ -43,10 +43,27 @@ class ONNXRuntimeDetector(BaseModel):
                  providers: Optional[Sequence[str]] = None,
                  num_threads: Optional[int] = None,
                  init_cfg=None) -> None:
-        import onnxruntime as ort
         preprocessor = copy.deepcopy(dict(detector['data_preprocessor']))
         preprocessor.update(mean=[0., 0., 0.], std=[255., 255., 255.])
         super().__init__(data_preprocessor=preprocessor, init_cfg=init_cfg)
+        head_cfg = copy.deepcopy(dict(detector['bbox_head']))
+        head_cfg.update(loss=None, test_cfg=detector.get('test_cfg'))
+        self.bbox_head = MODELS.build(head_cfg)  # post-processing only
+        self.onnx_file = onnx_file
+        num_outputs = self.open_runtime(onnx_file, providers, num_threads)
+        if isinstance(num_outputs, int) and (num_outputs - 5 !=
+                                             self.bbox_head.num_classes):
+            raise ValueError(
+                f'{onnx_file} predicts {num_outputs - 5} classes, the '
+                f'config {self.bbox_head.num_classes}')
+
+    def open_runtime(self, onnx_file: str,
+                     providers: Optional[Sequence[str]],
+                     num_threads: Optional[int]):
+        """Open the model in onnxruntime; set ``input_name``,
+        ``input_shape`` (ints, or names where dynamic), ``input_dtype``;
+        return the output's last dimension (5 + nc)."""
+        import onnxruntime as ort
         metadata = read_metadata(onnx_file)
         if metadata.get('nms', 'none') != 'none':
             raise ValueError(
@@ -54,9 +71,6 @@ class ONNXRuntimeDetector(BaseModel):
                 'NMS (single-label, its own thresholds) is not the '
                 "evaluation's; export with --nms none (and --dynamic all "
                 'for rect batches) to evaluate it')
-        head_cfg = copy.deepcopy(dict(detector['bbox_head']))
-        head_cfg.update(loss=None, test_cfg=detector.get('test_cfg'))
-        self.bbox_head = MODELS.build(head_cfg)  # post-processing only
         options = ort.SessionOptions()
         if num_threads:
             options.intra_op_num_threads = num_threads
@@ -65,7 +79,6 @@ class ONNXRuntimeDetector(BaseModel):
             p for p in ('CUDAExecutionProvider', 'CPUExecutionProvider')
             if p in available
         ]
-        self.onnx_file = onnx_file
         self.session = ort.InferenceSession(
             onnx_file, options, providers=list(providers))
         graph_input = self.session.get_inputs()[0]
@@ -73,12 +86,7 @@ class ONNXRuntimeDetector(BaseModel):
         self.input_shape = graph_input.shape  # ints, or names when dynamic
         self.input_dtype = (np.float16 if graph_input.type ==
                             'tensor(float16)' else np.float32)
-        num_classes = self.session.get_outputs()[0].shape[-1]
-        if isinstance(num_classes, int) and (num_classes - 5 !=
-                                             self.bbox_head.num_classes):
-            raise ValueError(
-                f'{onnx_file} predicts {num_classes - 5} classes, the '
-                f'config {self.bbox_head.num_classes}')
+        return self.session.get_outputs()[0].shape[-1]
 
     def _check_shape(self, inputs: Tensor) -> None:
         for axis, (want, got) in enumerate(
@@ -103,14 +111,24 @@ class ONNXRuntimeDetector(BaseModel):
                     f'{self.onnx_file} has a static batch of {static_batch}, '
                     f'the test batch holds {len(batch)} images: export with '
                     '--dynamic batch (or all)')
-            outs = [
-                self.session.run(None, {self.input_name: image[None]})[0]
-                for image in batch
-            ]
+            outs = [self.infer(image[None]) for image in batch]
             out = np.concatenate(outs)
         else:
-            out = self.session.run(None, {self.input_name: batch})[0]
+            out = self.infer(batch)
         return torch.from_numpy(out.astype(np.float32))
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """The runtime's ``(bs, N, 5 + nc)`` output for one input batch."""
+        return self.session.run(None, {self.input_name: batch})[0]
+
+    def head_ordered(self, rows: Tensor, input_size) -> Tensor:
+        """The exported rows (official order) in the PyTorch head's order
+        (:func:`head_row_order`), so that the post-processing is the same
+        computation as the PyTorch model's, score ties included."""
+        head = self.bbox_head
+        sizes = [(int(input_size[0]) // s, int(input_size[1]) // s)
+                 for s in head.featmap_strides]
+        return head_row_order(rows, sizes, head.num_base_priors)
 
     def forward(self,
                 inputs: Tensor,
@@ -121,7 +139,7 @@ class ONNXRuntimeDetector(BaseModel):
         if mode != 'predict':
             raise ValueError(f'ONNXRuntimeDetector only predicts, got mode '
                              f'{mode!r}')
-        rows = self.run(inputs)
+        rows = self.head_ordered(self.run(inputs), inputs.shape[2:])
         boxes = torch.cat([rows[..., :2] - rows[..., 2:4] / 2,
                            rows[..., :2] + rows[..., 2:4] / 2], dim=-1)
         for i, sample in enumerate(data_samples):

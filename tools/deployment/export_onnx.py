@@ -21,7 +21,8 @@ import mmyolo_ext  # noqa: F401  (registers modules, applies the compat fixes)
 from mmyolo_ext.engine.config_variables import load_config
 from mmyolo_ext.utils.cli import add_cfg_options, require_checkpoint_file
 from mmyolo_ext.deploy import load_detector
-from mmyolo_ext.deploy.onnx_export import NMS_MODES, export_onnx
+from mmyolo_ext.deploy.onnx_export import (NMS_MODES, config_input_size,
+                                           export_onnx)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -61,15 +62,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def default_img_size(cfg) -> list:
-    """The config's ``input_size`` (else ``img_scale``; both (width,
-    height)) as [height, width]."""
-    scale = cfg.get('input_size', cfg.get('img_scale', (640, 640)))
-    if isinstance(scale, int):
-        return [scale, scale]
-    return [int(scale[1]), int(scale[0])]
-
-
 def main(argv=None) -> None:
     args = parse_args(argv)
     require_checkpoint_file(args.checkpoint)
@@ -78,11 +70,10 @@ def main(argv=None) -> None:
         args.checkpoint,
         device=args.device,
         deploy=True)
-    img_size = args.img_size or default_img_size(model.cfg)
-    if len(img_size) == 1:
-        img_size = img_size * 2
-    if len(img_size) != 2:
-        raise SystemExit(f'--img-size takes HEIGHT WIDTH, got {img_size}')
+    try:
+        img_size = config_input_size(model.cfg, args.img_size)
+    except ValueError as error:
+        raise SystemExit(str(error))
     classes = (model.dataset_meta or {}).get('classes')
     out = export_onnx(
         model,
