@@ -6,12 +6,18 @@ agents send SIGTERM some time before they kill; Ctrl-C sends SIGINT. The
 first of either only sets a flag here; the checkpoint hook reads it after
 each iteration, saves and exits. A second SIGINT interrupts at once (the
 usual Ctrl-C), a second SIGTERM is ignored (the stop is under way).
+
+SLURM and Ctrl-C signal the data workers as well, and PyTorch's workers die
+on SIGTERM (and leave on SIGINT): the main process would then fail on a
+lost worker before it could save. :func:`keep_workers_through_stops` makes
+the workers of a dataloader ignore both; the main process ends them when it
+exits, as always.
 """
 import os
 import signal
 import sys
 import threading
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -64,3 +70,27 @@ class PreemptionSignals:
                 'stop at once)\n'.encode())
         elif signum == signal.SIGINT:
             raise KeyboardInterrupt
+
+
+class _IgnoreStopSignals:
+    """A dataloader ``worker_init_fn``: the worker ignores the stop signals,
+    then runs the loader's own init function. (PyTorch installs its worker
+    signal handlers before calling it.)"""
+
+    def __init__(self, init_fn: Optional[Callable[[int], None]]) -> None:
+        self.init_fn = init_fn
+
+    def __call__(self, worker_id: int) -> None:
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+        if self.init_fn is not None:
+            self.init_fn(worker_id)
+
+
+def keep_workers_through_stops(dataloader) -> None:
+    """Let the worker processes ``dataloader`` starts from now on ignore
+    SIGTERM and SIGINT (see the module's note)."""
+    if not getattr(dataloader, 'num_workers', 0) or isinstance(
+            dataloader.worker_init_fn, _IgnoreStopSignals):
+        return
+    dataloader.worker_init_fn = _IgnoreStopSignals(dataloader.worker_init_fn)

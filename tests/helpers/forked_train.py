@@ -22,16 +22,20 @@ TRAIN = ROOT / 'tools' / 'train.py'
 
 
 def start_train(args: Sequence[str], log: Path,
-                env: Optional[Dict[str, str]] = None) -> int:
+                env: Optional[Dict[str, str]] = None,
+                own_group: bool = False) -> int:
     """Fork; the child runs ``tools/train.py ARGS`` with its output appended
     to ``log`` and ends with the tool's exit code. Returns the child's
-    pid."""
+    pid. ``own_group``: the child leads a process group of its own (with
+    its data workers), to be signalled as a whole with ``os.killpg``."""
     import mmyolo_ext  # noqa: F401  (imported once, before the fork)
     pid = os.fork()
     if pid:
         return pid
     code = 1
     try:
+        if own_group:
+            os.setpgid(0, 0)
         out = os.open(str(log), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         os.dup2(out, 1)
         os.dup2(out, 2)

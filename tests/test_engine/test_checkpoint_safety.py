@@ -163,17 +163,22 @@ def test_sigterm_mid_epoch_saves_and_resumes_with_the_same_samples(
     iterations): the iteration ends, its checkpoint is written, the log
     says how to resume, exit 143. The resumed run skips the epoch's trained
     batches: every iteration sees the samples of the uninterrupted run,
-    once, and the end is bitwise the same."""
+    once, and the end is bitwise the same. The signal goes to the whole
+    process group, data workers included, as SLURM sends it."""
     cfg = toy_config(tmp_path, 'every5', dict(interval=5))
+    with open(cfg, 'a') as f:
+        f.write('train_dataloader = dict(num_workers=1, '
+                'persistent_workers=True)\n')
     work = tmp_path / 'work'
     log, order = tmp_path / 'log.txt', tmp_path / 'order.txt'
     env = dict(TOY_ORDER_FILE=str(order))
-    pid = start_train([str(cfg), '--work-dir', str(work)], log, env)
+    pid = start_train([str(cfg), '--work-dir', str(work)], log, env,
+                      own_group=True)
     deadline = time.monotonic() + 60
     while not order.exists() or len(order.read_text().splitlines()) < 11:
         assert time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.001)
-    os.kill(pid, signal.SIGTERM)
+    os.killpg(pid, signal.SIGTERM)
     assert wait(pid) == 143, log.read_text()[-3000:]
     stopped_at = len(order.read_text().splitlines())
     assert 11 <= stopped_at < 16  # inside epoch 2

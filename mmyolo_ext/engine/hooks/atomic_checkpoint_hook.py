@@ -7,13 +7,14 @@ from typing import List, Optional
 import torch
 from mmengine.dist import all_reduce, is_distributed, is_main_process
 from mmengine.hooks import CheckpointHook
-from mmengine.runner import EpochBasedTrainLoop, Runner
+from mmengine.runner import BaseLoop, EpochBasedTrainLoop, Runner
 
 from mmyolo_ext.registry import HOOKS
 from ..checkpoint_files import (FINISHER, LAST_CHECKPOINT, AtomicLocalBackend,
                                 CheckpointSaveError,
                                 remove_leftover_temp_files, write_atomically)
-from ..preemption import PreemptionSignals, exit_code
+from ..preemption import (PreemptionSignals, exit_code,
+                          keep_workers_through_stops)
 
 PREEMPTION_CKPT_KEY = 'preemption_ckpt'  # message hub: its file, retired later
 
@@ -72,7 +73,11 @@ class AtomicCheckpointHook(CheckpointHook):
                     runner.logger.info(
                         f'Deleted {path}, the temporary file of a save that '
                         'was interrupted')
-        self._signals.install()
+        if self._signals.install():
+            for loop in (runner.train_loop, getattr(runner, '_val_loop',
+                                                    None)):
+                if isinstance(loop, BaseLoop):
+                    keep_workers_through_stops(loop.dataloader)
 
     def after_train(self, runner: Runner) -> None:
         self._signals.uninstall()
