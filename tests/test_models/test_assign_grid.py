@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import mmyolo_ext  # noqa: F401  (registers the modules)
-from mmyolo_ext.models.task_modules.assigners import (dynamic_k_matching,
-                                                      grid_candidates)
+from mmyolo_ext.models.task_modules.assigners import (
+    dynamic_k_matching, dynamic_k_matching_reference, grid_candidates)
 from mmyolo_ext.registry import TASK_UTILS
 
 from helpers.paths import TEST_DATA as DATA
@@ -65,8 +65,8 @@ def test_assigners_are_configurations_of_one_core():
 def brute_force_matching(gt_boxes, gt_labels, gt_image, cand_boxes,
                          cand_image, base, delta, topk):
     """Per image, per ground truth loops (the reference's structure)."""
-    from mmyolo_ext.models.task_modules.assigners.ota_core import \
-        box_iou_xyxy
+    from mmyolo_ext.models.task_modules.assigners.dynamic_k_matching \
+        import box_iou_xyxy
     matched = torch.full((cand_boxes.size(0), ), -1)
     for image in gt_image.unique().tolist():
         gts = torch.nonzero(gt_image == image)[:, 0]
@@ -126,3 +126,94 @@ def test_batched_matching_equals_per_image_loops(seed):
             topk=10,
             max_pair_bytes=budget)
         assert torch.equal(matched, expected)
+    reference = dynamic_k_matching_reference(
+        gt_boxes, labels, gt_image, cand_boxes, cand_image, base,
+        lambda index, label: -logits[index, label], num_images, topk=10)
+    assert torch.equal(reference, expected)
+
+
+def random_matching_case(seed, num_images=4, num_gts=40, num_cands=400,
+                         num_classes=6):
+    """Ground truths and candidates (jittered copies of them, some exact
+    repeats, some images without ground truths or candidates)."""
+    gen = torch.Generator().manual_seed(seed)
+    gt_image = torch.randint(0, num_images - 1, (num_gts, ), generator=gen)
+    cand_image = torch.randint(1, num_images, (num_cands, ), generator=gen)
+    xy = torch.rand(num_gts, 2, generator=gen) * 200
+    gt_boxes = torch.cat(
+        [xy, xy + 2 + torch.rand(num_gts, 2, generator=gen) * 80], 1)
+    src = torch.randint(0, num_gts, (num_cands, ), generator=gen)
+    cand_boxes = gt_boxes[src] + torch.randn(num_cands, 4, generator=gen) * 6
+    repeat = torch.randint(0, num_cands, (num_cands // 5, ), generator=gen)
+    cand_boxes[:num_cands // 5] = cand_boxes[repeat]
+    cand_image[:num_cands // 5] = cand_image[repeat]
+    logits = torch.randn(num_cands, num_classes, generator=gen) * 3
+    logits[:num_cands // 5] = logits[repeat]
+    labels = torch.randint(0, num_classes, (num_gts, ), generator=gen)
+    base = torch.nn.functional.softplus(logits).sum(1)
+    return (gt_boxes, labels, gt_image, cand_boxes, cand_image, base,
+            lambda index, label: -logits[index, label], num_images)
+
+
+@pytest.mark.parametrize('seed', range(6))
+@pytest.mark.parametrize('topk', [1, 10, 20])
+def test_batched_matching_equals_plain_reference(seed, topk):
+    """The fast batched matching and the plain per-image one give the same
+    owner for every candidate, with a YOLOX-like pair penalty too."""
+    case = random_matching_case(seed)
+    cand_boxes = case[3]
+
+    def penalty(boxes, cand_index):
+        # candidates whose centre lies outside the box cost more
+        centre = (cand_boxes[cand_index.clamp(min=0)][..., :2] +
+                  cand_boxes[cand_index.clamp(min=0)][..., 2:]) / 2
+        inside = ((centre > boxes[:, None, :2]) &
+                  (centre < boxes[:, None, 2:])).all(-1)
+        return (~inside).float() * 1e5
+
+    for extra in (dict(), dict(pair_penalty=penalty, iou_eps=1e-7,
+                               union_eps=1e-6)):
+        expected = dynamic_k_matching_reference(*case, topk=topk, **extra)
+        assert (expected >= 0).any() and (expected < 0).any()
+        assert expected[case[4] == case[7] - 1].ge(0).sum() == 0
+        for budget in (1, 2**30):
+            fast = dynamic_k_matching(
+                *case, topk=topk, max_pair_bytes=budget, **extra)
+            assert torch.equal(fast, expected)
+
+
+@pytest.mark.parametrize('name', [
+    'ota_p5_nc80.pt', 'ota_p5_nc80_crowd.pt', 'ota_p5_nc1.pt',
+    'ota_p5_nc3.pt', 'ota_p5_nonsquare.pt', 'ota_tiny_nc80.pt',
+    'auxota_w6_nc80.pt'
+])
+def test_reference_matching_reproduces_official_vectors(name, monkeypatch):
+    """The assigners give the same cells with the plain reference matching
+    as with the batched one, and (square inputs) the official matches, lead
+    and auxiliary. On the non-square case we scale x by the width where the
+    reference uses the height (a documented deviation)."""
+    from helpers.ota_cases import case_preds, our_rows, reference_rows
+
+    from mmyolo_ext.models.task_modules.assigners import ota_core
+    case = load_case(name)
+    num_levels = len(case['stride'])
+    lead = case_preds(case)[:num_levels]
+    hw = tuple(case['imgs_shape'][2:])
+    with_aux = 'matches_aux' in case
+    configs = [(dict(type='mmyolo_ext.SimOTAAssigner',
+                     topk=20 if with_aux else 10), 'matches')]
+    if with_aux:
+        configs.append((dict(type='mmyolo_ext.V7AuxAssigner'), 'matches_aux'))
+    for cfg, key in configs:
+        assigner = TASK_UTILS.build(cfg)
+        args = (lead, case['targets'], anchors_grid(case), case['stride'], hw)
+        fast = assigner.assign_grid(*args)
+        with monkeypatch.context() as patch:
+            patch.setattr(ota_core, 'dynamic_k_matching',
+                          dynamic_k_matching_reference)
+            plain = assigner.assign_grid(*args)
+        assert all(torch.equal(a, b)
+                   for a, b in zip(fast.fields(), plain.fields()))
+        if hw[0] == hw[1]:
+            assert our_rows(plain.split_levels(num_levels)) == (
+                reference_rows(case, case[key]))

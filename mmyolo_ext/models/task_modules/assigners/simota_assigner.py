@@ -8,8 +8,9 @@ from mmengine.structures import InstanceData
 from torch import Tensor
 
 from mmyolo_ext.registry import TASK_UTILS
-from .ota_core import (DEFAULT_MAX_PAIR_BYTES, GridAssignerBase,
-                       box_iou_xyxy, dynamic_k_matching, slots_in_segments)
+from .dynamic_k_matching import (DEFAULT_MAX_PAIR_BYTES, box_iou_xyxy,
+                                 dynamic_k_matching, slots_in_segments)
+from .ota_core import GridAssignerBase
 
 # Cost added to a (ground truth, prior) pair unless the prior centre is both
 # inside the box and inside its centre region (YOLOX).

@@ -1,6 +1,7 @@
 """Lead-guided assigner of the YOLOv7 auxiliary head."""
 from mmyolo_ext.registry import TASK_UTILS
-from .ota_core import DEFAULT_MAX_PAIR_BYTES, GridAssignerBase
+from .dynamic_k_matching import DEFAULT_MAX_PAIR_BYTES
+from .ota_core import GridAssignerBase
 
 
 @TASK_UTILS.register_module()
