@@ -391,7 +391,7 @@ def compare_matches(ours, head, preds, data) -> str:
 
 
 def run_yolox_scenario(repeats: int) -> None:
-    """Our batched SimOTAAssigner against MMDetection's, image by image,
+    """Our batched YOLOXSimOTAAssigner against MMDetection's, image by image,
     on a YOLOX-s-sized batch (8 images, 640, 8400 priors, 80 classes)."""
     from mmdet.models.task_modules.assigners import \
         SimOTAAssigner as MMDetSimOTAAssigner
@@ -427,7 +427,8 @@ def run_yolox_scenario(repeats: int) -> None:
                                  1),
                 scores=(torch.rand(len(priors), num_classes, generator=gen) *
                         torch.rand(len(priors), 1, generator=gen)).sqrt()))
-    ours = TASK_UTILS.build(dict(type='SimOTAAssigner', center_radius=2.5))
+    ours = TASK_UTILS.build(
+        dict(type='YOLOXSimOTAAssigner', center_radius=2.5))
     with DefaultScope.overwrite_default_scope('mmdet'):
         theirs = MMDetSimOTAAssigner(center_radius=2.5)
     (ours_ms, ours_cpu, ours_res), (mm_ms, mm_cpu,
@@ -441,8 +442,8 @@ def run_yolox_scenario(repeats: int) -> None:
         for a, b in zip(ours_res, mm_res))
     print(f'\n[yolox_s] SimOTA, bs {batch_size}, {size}x{size}, '
           f'{len(priors)} priors, {gts_per_image} GT/img, nc {num_classes}')
-    print(f'  ours   SimOTAAssigner.batch_assign : {ours_ms:8.1f} ms wall, '
-          f'{ours_cpu:8.1f} ms CPU')
+    print(f'  ours   YOLOXSimOTAAssigner.batch_assign: {ours_ms:8.1f} ms '
+          f'wall, {ours_cpu:8.1f} ms CPU')
     print(f'  mmdet  SimOTAAssigner.assign x {batch_size}: {mm_ms:8.1f} ms '
           f'wall, {mm_cpu:8.1f} ms CPU')
     print(f'  speed-up: {mm_ms / ours_ms:.1f}x wall, {mm_cpu / ours_cpu:.1f}x '

@@ -1,4 +1,4 @@
-"""SimOTAAssigner in YOLOX mode against MMDetection's SimOTAAssigner."""
+"""YOLOXSimOTAAssigner against MMDetection's SimOTAAssigner."""
 import pytest
 import torch
 from mmdet.models.task_modules.assigners import \
@@ -64,7 +64,7 @@ def test_assign_equals_mmdet_on_random_images(seed):
     size, num_classes = 160, 5
     priors = centre_priors(size)
     ours = TASK_UTILS.build(
-        dict(type='mmyolo_ext.SimOTAAssigner', center_radius=2.5))
+        dict(type='mmyolo_ext.YOLOXSimOTAAssigner', center_radius=2.5))
     theirs = mmdet_simota(center_radius=2.5)
     matched = 0
     for num_gts in (1, 3, 12, 30):
@@ -79,7 +79,7 @@ def test_batch_assign_equals_per_image_assign_and_handles_empty_images():
     gen = torch.Generator().manual_seed(7)
     size, num_classes = 160, 4
     priors = centre_priors(size)
-    assigner = TASK_UTILS.build(dict(type='mmyolo_ext.SimOTAAssigner'))
+    assigner = TASK_UTILS.build(dict(type='mmyolo_ext.YOLOXSimOTAAssigner'))
     theirs = mmdet_simota()
     preds, gts = [], []
     for num_gts in (5, 0, 17, 2):
@@ -99,7 +99,7 @@ def test_only_plain_iou_calculator_is_accepted():
     with pytest.raises(ValueError, match='BboxOverlaps2D'):
         TASK_UTILS.build(
             dict(
-                type='mmyolo_ext.SimOTAAssigner',
+                type='mmyolo_ext.YOLOXSimOTAAssigner',
                 iou_calculator=dict(type='BboxOverlaps2D', scale=2.)))
 
 
@@ -108,9 +108,9 @@ def test_chunked_batch_assign_gives_the_same_result():
     priors = centre_priors(160)
     preds, gts = zip(*(random_image(gen, priors, n, 4, 160)
                        for n in (9, 3, 14)))
-    whole = TASK_UTILS.build(dict(type='mmyolo_ext.SimOTAAssigner'))
+    whole = TASK_UTILS.build(dict(type='mmyolo_ext.YOLOXSimOTAAssigner'))
     chunked = TASK_UTILS.build(
-        dict(type='mmyolo_ext.SimOTAAssigner', max_pair_bytes=1))
+        dict(type='mmyolo_ext.YOLOXSimOTAAssigner', max_pair_bytes=1))
     for a, b in zip(
             whole.batch_assign(list(preds), list(gts)),
             chunked.batch_assign(list(preds), list(gts))):
@@ -122,6 +122,6 @@ def test_assign_accepts_box_objects():
     from mmdet.structures.bbox import HorizontalBoxes
     gen = torch.Generator().manual_seed(2)
     pred, gt = random_image(gen, centre_priors(160), 6, 3, 160)
-    assigner = TASK_UTILS.build(dict(type='mmyolo_ext.SimOTAAssigner'))
+    assigner = TASK_UTILS.build(dict(type='mmyolo_ext.YOLOXSimOTAAssigner'))
     boxed = InstanceData(bboxes=HorizontalBoxes(gt.bboxes), labels=gt.labels)
     assert_same_result(assigner.assign(pred, boxed), assigner.assign(pred, gt))

@@ -1,4 +1,4 @@
-"""Our SimOTAAssigner inside MMDetection's YOLOX head (config drop-in)."""
+"""Our YOLOXSimOTAAssigner inside MMDetection's YOLOX head (drop-in)."""
 import torch
 from mmdet.models.dense_heads import YOLOXHead
 from mmengine.config import ConfigDict
@@ -34,7 +34,7 @@ def yolox_head_losses(assigner_type):
 
 
 def test_yolox_head_losses_equal_with_our_assigner():
-    ours = yolox_head_losses('mmyolo_ext.SimOTAAssigner')
+    ours = yolox_head_losses('mmyolo_ext.YOLOXSimOTAAssigner')
     theirs = yolox_head_losses('SimOTAAssigner')
     assert set(ours) == set(theirs)
     for key in theirs:

@@ -5,9 +5,10 @@ from .ota_core import (GridAssignerBase, GridCells, gather_cells,
 from .simota_assigner import SimOTAAssigner
 from .v7_aux_assigner import V7AuxAssigner
 from .yolov5_assigner import YOLOv5Assigner
+from .yolox_simota_assigner import YOLOXSimOTAAssigner
 
 __all__ = [
     'GridAssignerBase', 'GridCells', 'dynamic_k_matching',
     'dynamic_k_matching_reference', 'gather_cells', 'grid_candidates',
-    'SimOTAAssigner', 'V7AuxAssigner', 'YOLOv5Assigner'
+    'SimOTAAssigner', 'V7AuxAssigner', 'YOLOv5Assigner', 'YOLOXSimOTAAssigner'
 ]
