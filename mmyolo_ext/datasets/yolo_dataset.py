@@ -307,6 +307,15 @@ class YOLODataset(BatchShapePolicyDataset):
             'bbox_label': label,
             'ignore_flag': 0
         } for box, label in zip(boxes, classes.tolist())]
+        # polygon rows keep their polygon, in pixels, as COCO's 'mask'
+        # (paste_in and the perspective boxes use it)
+        with_polygon = np.flatnonzero(np.diff(scan.poly_offsets))
+        if len(with_polygon):
+            points = scan.poly_points.astype(np.float64) * np.repeat(
+                sizes, np.diff(scan.poly_offsets), axis=0)
+            for j in with_polygon.tolist():
+                start, end = scan.poly_offsets[j:j + 2]
+                instances[j]['mask'] = [points[start:end].ravel().tolist()]
         keep = np.flatnonzero(scan.skip == 0)
         data_list = [{
             'img_path': img_files[i],

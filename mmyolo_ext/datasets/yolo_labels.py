@@ -8,7 +8,8 @@ Semantics of the official ``utils/datasets.py`` (``img2label_paths``,
   rejects the whole image for them;
 * a row is a box (5 values) or a polygon (class + at least 3 points) on its
   own; YOLOv7 reads every row of a file as a polygon once one row has more
-  than 8 values;
+  than 8 values. A polygon row gives its box and keeps its polygon (cached
+  too: paste_in cuts objects out along it);
 * coordinates may exceed [0, 1] by ``tolerance`` (rounding of labelling
   tools); the resulting boxes are clipped to the image. Zero sizes and NaN
   are errors (the official check lets them through).
@@ -39,7 +40,8 @@ import numpy as np
 
 from .bad_images import BadImageError, probe_image
 
-CACHE_VERSION = 2  # 2: listing fingerprint with ctime, no img_files
+# 2: listing fingerprint with ctime, no img_files; 3: polygons kept
+CACHE_VERSION = 3
 DEFAULT_TOLERANCE = 0.005  # ~3 px at 640: rounding, not a wrong label
 
 
@@ -80,26 +82,30 @@ def img2label_paths(img_paths: Sequence[str]) -> List[str]:
     return out
 
 
-def parse_label_file(
-        path: str, num_classes: int,
-        tolerance: float = DEFAULT_TOLERANCE
-) -> Tuple[np.ndarray, List[str], List[str]]:
+def parse_label_file(path: str,
+                     num_classes: int,
+                     tolerance: float = DEFAULT_TOLERANCE,
+                     with_polygons: bool = False) -> tuple:
     """Read one label file.
 
     Args:
         path (str): The ``.txt`` file (it must exist).
         num_classes (int): ``nc`` of the data.yaml; class ids must be below.
         tolerance (float): How far coordinates may leave [0, 1].
+        with_polygons (bool): Also return the polygons.
 
     Returns:
         tuple: the labels, float32 ``(n, 5)`` rows ``class cx cy w h``
         (normalized; a polygon row as its bounding box; duplicates dropped);
         the errors (``file:line: reason``; any error means the image is
-        skipped); the notes (dropped duplicates).
+        skipped); the notes (dropped duplicates); with ``with_polygons``,
+        the polygon of each kept row (float32 ``(k, 2)`` normalized points
+        clipped to [0, 1], or None for a box row).
     """
     errors: List[str] = []
     notes: List[str] = []
     rows: List[Tuple[float, ...]] = []
+    polygons: List[Optional[np.ndarray]] = []
     first_line: Dict[Tuple[float, ...], int] = {}
     with open(path, encoding='utf-8', errors='replace') as f:
         lines = f.read().splitlines()
@@ -108,7 +114,7 @@ def parse_label_file(
         if not fields:
             continue  # blank line
         where = f'{path}:{lineno}'
-        row, reason = _parse_row(fields, num_classes, tolerance)
+        row, reason, polygon = _parse_row(fields, num_classes, tolerance)
         if reason is not None:
             errors.append(f'{where}: {reason} (row {line.strip()!r})')
             continue
@@ -119,38 +125,46 @@ def parse_label_file(
             continue
         first_line[key] = lineno
         rows.append(key)
+        polygons.append(polygon)
     labels = np.array(rows, np.float32).reshape(-1, 5)
+    if with_polygons:
+        return labels, errors, notes, polygons
     return labels, errors, notes
 
 
 def _parse_row(fields: Sequence[str], num_classes: int,
-               tolerance: float) -> Tuple[Optional[tuple], Optional[str]]:
-    """``(class, cx, cy, w, h)`` of a row and None, or None and its error."""
+               tolerance: float) -> tuple:
+    """``(class, cx, cy, w, h)`` of a row, None and its polygon (None for a
+    box row), or None, its error and None."""
     n = len(fields)
     if n < 5:
         return None, (f'{n} values; a row is "class cx cy w h" or a polygon '
-                      '"class x1 y1 x2 y2 x3 y3 ..."')
+                      '"class x1 y1 x2 y2 x3 y3 ..."'), None
     if n > 5 and ((n - 1) % 2 or n < 7):
         return None, (f'{n} values: neither a box (5) nor a polygon (class + '
-                      'an even number of coordinates, at least 3 points)')
+                      'an even number of coordinates, at least 3 points)'), \
+            None
     try:
         values = [float(v) for v in fields]
     except ValueError as e:
-        return None, f'not a number ({e})'
+        return None, f'not a number ({e})', None
     if not all(math.isfinite(v) for v in values):
-        return None, 'NaN or infinite value'
+        return None, 'NaN or infinite value', None
     cls, coords = values[0], values[1:]
     if cls != int(cls) or not 0 <= cls < num_classes:
         return None, (f'class {fields[0]} is not an integer in 0..'
-                      f'{num_classes - 1} (nc={num_classes} in data.yaml)')
+                      f'{num_classes - 1} (nc={num_classes} in data.yaml)'), \
+            None
     if n == 5 and (coords[2] <= 0 or coords[3] <= 0):
         return None, (f'width {coords[2]:g} / height {coords[3]:g}: sizes '
-                      'must be > 0')
+                      'must be > 0'), None
     low, high = -tolerance, 1 + tolerance
     outside = [v for v in coords if not low <= v <= high]
     if outside:
         return None, (f'coordinate {outside[0]:g} outside [0, 1] (normalized '
-                      f'coordinates; tolerance {tolerance:g})')
+                      f'coordinates; tolerance {tolerance:g})'), \
+            None
+    polygon = None
     if n == 5:
         cx, cy, w, h = coords
         x1, y1, x2, y2 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
@@ -158,11 +172,13 @@ def _parse_row(fields: Sequence[str], num_classes: int,
         xs, ys = coords[0::2], coords[1::2]
         x1, y1, x2, y2 = min(xs), min(ys), max(xs), max(ys)
         if x2 <= x1 or y2 <= y1:
-            return None, 'polygon with a zero-width or zero-height box'
+            return None, 'polygon with a zero-width or zero-height box', None
+        polygon = np.clip(np.array(coords, np.float32).reshape(-1, 2), 0, 1)
     # within the tolerance: clip to the image
     x1, y1 = max(x1, 0.), max(y1, 0.)
     x2, y2 = min(x2, 1.), min(y2, 1.)
-    return (cls, (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1), None
+    return (cls, (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1), None, \
+        polygon
 
 
 def file_stats(paths: Sequence[str]) -> np.ndarray:
@@ -219,20 +235,38 @@ class LabelScan:
         offsets (np.ndarray): int64 ``(n + 1, )``: image ``i``'s rows are
             ``labels[offsets[i]:offsets[i + 1]]``.
         labels (np.ndarray): float32 ``(m, 5)`` rows ``class cx cy w h``.
+        poly_offsets (np.ndarray): int64 ``(m + 1, )``: row ``j``'s polygon
+            is ``poly_points[poly_offsets[j]:poly_offsets[j + 1]]`` (empty
+            for a box row).
+        poly_points (np.ndarray): float32 ``(p, 2)`` normalized points.
         messages (dict): image index -> ``(errors, notes)``; an image's own
             error (bad image) is the first of its errors.
     """
 
-    ARRAYS = ('sizes', 'label_state', 'skip', 'offsets', 'labels')
+    ARRAYS = ('sizes', 'label_state', 'skip', 'offsets', 'labels',
+              'poly_offsets', 'poly_points')
 
-    def __init__(self, img_files: List[str], sizes, label_state, skip,
-                 offsets, labels, messages: Dict[int, tuple]) -> None:
+    def __init__(self,
+                 img_files: List[str],
+                 sizes,
+                 label_state,
+                 skip,
+                 offsets,
+                 labels,
+                 messages: Dict[int, tuple],
+                 poly_offsets=None,
+                 poly_points=None) -> None:
         self.img_files = img_files
         self.sizes = np.asarray(sizes, np.int32).reshape(-1, 2)
         self.label_state = np.asarray(label_state, np.int8)
         self.skip = np.asarray(skip, np.int8)
         self.offsets = np.asarray(offsets, np.int64)
         self.labels = np.asarray(labels, np.float32).reshape(-1, 5)
+        self.poly_offsets = np.zeros(len(self.labels) + 1, np.int64) \
+            if poly_offsets is None else np.asarray(poly_offsets, np.int64)
+        self.poly_points = np.asarray(
+            [] if poly_points is None else poly_points,
+            np.float32).reshape(-1, 2)
         self.messages = messages
 
     @classmethod
@@ -240,6 +274,10 @@ class LabelScan:
         """Gather :func:`scan_image` entries."""
         counts = [len(e['labels']) for e in entries]
         rows = [r for e in entries for r in e['labels']]
+        polygons = [p for e in entries
+                    for p in e.get('polygons', [None] * len(e['labels']))]
+        points = [np.asarray(p, np.float32).reshape(-1, 2)
+                  for p in polygons if p is not None]
         return cls(
             img_files=[e['img'] for e in entries],
             sizes=[e.get('size', (0, 0)) for e in entries],
@@ -247,6 +285,10 @@ class LabelScan:
             skip=[SKIP_REASONS.index(e.get('skip', '')) for e in entries],
             offsets=np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]),
             labels=rows,
+            poly_offsets=np.concatenate([[0], np.cumsum(
+                [0 if p is None else len(p) for p in polygons],
+                dtype=np.int64)]),
+            poly_points=np.concatenate(points) if points else None,
             messages={
                 i: (e['errors'], e['notes'])
                 for i, e in enumerate(entries) if e['errors'] or e['notes']
@@ -305,7 +347,8 @@ class LabelScan:
 def scan_image(img_file: str, label_file: str, num_classes: int,
                tolerance: float) -> dict:
     """One image's scan: ``size`` ([w, h]; absent for a bad image),
-    ``labels`` (rows ``class cx cy w h``), ``label`` (one of
+    ``labels`` (rows ``class cx cy w h``), ``polygons`` (each row's, or
+    None), ``label`` (one of
     :data:`LABEL_STATES`), ``skip`` (the reason, when skipped), ``errors``
     and ``notes``."""
     entry = dict(img=img_file, errors=[], notes=[])
@@ -314,10 +357,11 @@ def scan_image(img_file: str, label_file: str, num_classes: int,
     except BadImageError as e:
         entry['errors'].append(str(e))
     if osp.isfile(label_file):
-        labels, errors, notes = parse_label_file(label_file, num_classes,
-                                                 tolerance)
+        labels, errors, notes, polygons = parse_label_file(
+            label_file, num_classes, tolerance, with_polygons=True)
         entry['label'] = 'found' if len(labels) or errors else 'empty'
         entry['labels'] = labels.tolist()
+        entry['polygons'] = polygons
         entry['errors'] += errors
         entry['notes'] = notes
     else:

@@ -229,15 +229,41 @@ def test_check_data_lists_bad_images_and_annotations(tmp_path, capsys,
 
 def test_recipes_load_images_tolerantly():
     cfg = Config.fromfile(str(ROOT / 'configs/yolov7_tiny_demo.py'))
+    # the recipes' train pipeline loads its images itself (see below)
     assert cfg.train_dataloader.dataset.pipeline[0].type == (
-        'TolerantLoadImageFromFile')
+        'YOLOv7MosaicPerspective')
     test_load = cfg.val_dataloader.dataset.pipeline[0]
     assert (test_load.type, test_load.on_bad) == ('TolerantLoadImageFromFile',
                                                   'blank')
     assert any(h.type == 'BadImageReportHook' for h in cfg.custom_hooks)
     p5 = Config.fromfile(str(ROOT / 'configs/yolov7_l_coco.py'))
-    mosaic = p5.train_dataloader.dataset.pipeline[2].transforms[0][0]
-    assert mosaic.pre_transform[0].type == 'TolerantLoadImageFromFile'
+    assert p5.train_dataloader.dataset.pipeline[0].type == (
+        'YOLOv7MosaicPerspective')
+
+
+def test_fused_mosaic_reports_and_replaces_a_bad_image(tmp_path):
+    """YOLOv7MosaicPerspective reads its images itself: a bad first image is
+    reported once (path and reason) and a good one takes its place, with
+    that image's boxes."""
+    import random
+
+    from helpers.pipeline_data import ListDataset, make_images
+    from mmyolo_ext.datasets.transforms import YOLOv7MosaicPerspective
+    infos, _, _ = make_images(str(tmp_path), [(96, 80)] * 4, seed=0)
+    broken = infos[0]['img_path']
+    with open(broken, 'wb') as f:
+        f.write(b'\x89PNG\r\n\x1a\n' + b'\0' * 50)
+    log = BadImageLog.start_new()
+    ds = ListDataset(infos)
+    t = YOLOv7MosaicPerspective(img_scale=(96, 96), mosaic=0.0)
+    random.seed(0)
+    out = t(dict(ds.get_data_info(0), dataset=ds))
+    assert out['img_path'] != broken and out['img'].shape == (96, 96, 3)
+    n_boxes = len([i for i in ds.infos if i['img_path'] ==
+                   out['img_path']][0]['instances'])
+    assert 0 < len(out['gt_bboxes']) <= n_boxes
+    entries, _ = log.read()
+    assert [path for path, _ in entries] == [broken]
 
 
 def test_a_real_run_reports_per_epoch_and_at_the_end(tmp_path):

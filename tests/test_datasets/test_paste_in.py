@@ -195,3 +195,58 @@ def test_without_polygons_skipped_with_one_log_line(data, monkeypatch):
                 0, np.int64), gt_ignore_flags=np.zeros(0, bool), dataset=ds))
         assert len(out['gt_bboxes']) == 0 and (out['img'] == 50).all()
     assert len(logged) == 1 and 'no polygons' in logged[0]
+
+
+def test_yolo_dataset_keeps_polygon_rows_for_paste_in(tmp_path):
+    """YOLO label rows with more than 5 values are polygons: the dataset
+    keeps them (pixels, COCO's 'mask' layout), through its label cache too,
+    and paste_in samples objects from them."""
+    from mmengine.registry import init_default_scope
+
+    from mmyolo_ext.datasets import YOLODataset
+    init_default_scope('mmyolo')
+    (tmp_path / 'images/train').mkdir(parents=True)
+    (tmp_path / 'labels/train').mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rows = {}
+    for i in range(4):
+        w, h = 160 + 20 * i, 120
+        cv2.imwrite(str(tmp_path / f'images/train/{i}.png'),
+                    rng.integers(0, 255, (h, w, 3), np.uint8))
+        poly = [0.2, 0.2, 0.6, 0.25, 0.5, 0.7, 0.25, 0.6]
+        rows[i] = (w, h, poly)
+        (tmp_path / f'labels/train/{i}.txt').write_text(
+            f'1 {" ".join(map(str, poly))}\n0 0.7 0.7 0.2 0.3\n')
+    (tmp_path / 'data.yaml').write_text('train: images/train\nnc: 2\n'
+                                        'names: [a, b]\n')
+    for state in ('written', 'loaded'):
+        ds = YOLODataset(data_yaml=str(tmp_path / 'data.yaml'), pipeline=[])
+        assert ds.scan_summary['cache_state'] == state
+        for k in range(len(ds)):
+            info = ds.get_data_info(k)
+            i = int(osp_stem(info['img_path']))
+            w, h, poly = rows[i]
+            polygon, box = info['instances']
+            expected = (np.array(poly).reshape(-1, 2) * (w, h)).ravel()
+            np.testing.assert_allclose(polygon['mask'][0], expected,
+                                       atol=1e-4)
+            np.testing.assert_allclose(
+                polygon['bbox'], [0.2 * w, 0.2 * h, 0.6 * w, 0.7 * h],
+                atol=1e-4)
+            assert 'mask' not in box
+    pasted = []
+    for seed in range(10):
+        random.seed(seed)
+        out = YOLOv7PasteIn(prob=1.0, img_scale=(S, S))(dict(
+            img=np.full((S, S, 3), 50, np.uint8),
+            gt_bboxes=HorizontalBoxes(np.zeros((0, 4), np.float32)),
+            gt_bboxes_labels=np.zeros(0, np.int64),
+            gt_ignore_flags=np.zeros(0, bool), dataset=ds))
+        pasted += out['gt_bboxes_labels'].tolist()
+    assert len(pasted) > 0
+    assert set(pasted) == {1}  # objects of the polygon rows only
+
+
+def osp_stem(path):
+    import os.path as osp
+    return osp.splitext(osp.basename(path))[0]

@@ -186,8 +186,14 @@ class YOLOv7PasteIn(BaseTransform):
         infos = [dataset.get_data_info(i) for i in indices]
         images = [self.resized(dataset, info) for info in infos]
         tiles = mosaic4_tiles([im.shape[1::-1] for im in images], s, center)
-        arrays = [instance_arrays(info, True) for info in infos]
-        # only the images with polygons give samples (the official segments)
+        # the objects with a polygon are the ones sampled (the official
+        # segments; a YOLO label file may mix box and polygon rows)
+        arrays = [
+            instance_arrays(
+                dict(info, instances=[
+                    i for i in info.get('instances', ()) if i.get('mask')
+                ]), True) for info in infos
+        ]
         arrays = [a if a[2] is not None else
                   (a[0][:0], a[1][:0], []) for a in arrays]
         boxes, labels, polygons = place_labels(arrays, tiles, 2 * s)
