@@ -362,7 +362,8 @@ def compare_matches(ours, head, preds, data) -> str:
                                head.priors_base_sizes, head.grid_offset)
         cands = ours.assigner.candidates(
             targets, [tuple(p.shape[2:4]) for p in preds],
-            ours.anchors_grid)
+            torch.tensor(ANCHORS, dtype=torch.float32) /
+            torch.tensor(STRIDES, dtype=torch.float32).view(-1, 1, 1))
     repeated = Counter(
         zip(cands.level.tolist(), cands.image.tolist(), cands.anchor.tolist(),
             cands.grid_y.tolist(), cands.grid_x.tolist()))

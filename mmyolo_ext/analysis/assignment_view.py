@@ -130,7 +130,8 @@ def assign_batch(model: torch.nn.Module, data_batch: dict,
         ] * (2 if with_aux else 1)
         loss = candidate_rule_loss(head.loss_module)
         source = 'candidate rule'
-    out = loss(preds, targets, input_hw, return_assignment=True)
+    out = loss(preds, targets, input_hw, head.anchor_sizes,
+               return_assignment=True)
     heads = {'lead': out['assignment']}
     if 'assignment_aux' in out:
         heads['aux'] = out['assignment_aux']

@@ -290,9 +290,10 @@ def _expand_fused_layer(subs: Dict[str, Tensor], unit: OfficialUnit,
 
 def _model_anchors_px(model: nn.Module) -> Optional[Tensor]:
     for module in model.modules():
-        generator = getattr(module, 'prior_generator', None)
-        if generator is not None and hasattr(generator, 'base_sizes'):
-            return torch.tensor(generator.base_sizes, dtype=torch.float32)
+        # IDetectHead: the config's anchors (the model may be on 'meta')
+        anchors = getattr(module, 'config_anchors', None)
+        if anchors is not None:
+            return torch.tensor(anchors, dtype=torch.float32)
     return None
 
 

@@ -62,6 +62,7 @@ def test_loss_is_float32_on_half_inputs_and_under_autocast():
     dtype, equal to the float32 ones rounded."""
     model, _ = demo_model()
     loss_module = model.bbox_head.loss_module
+    anchors = model.bbox_head.anchor_sizes
     gen = torch.Generator().manual_seed(2)
     targets = torch.tensor([[0, 0, .3, .3, .3, .4], [1, 2, .6, .5, .2, .2]])
     shapes = [(BATCH, 3, SIZE // s, SIZE // s, 8) for s in (8, 16, 32)]
@@ -69,12 +70,12 @@ def test_loss_is_float32_on_half_inputs_and_under_autocast():
         half = [torch.randn(s, generator=gen).to(dtype).requires_grad_()
                 for s in shapes]
         full = [p.detach().float().requires_grad_() for p in half]
-        expected = loss_module(full, targets, (SIZE, SIZE))
+        expected = loss_module(full, targets, (SIZE, SIZE), anchors)
         sum(expected.values()).backward()
         for autocast in (False, True):
             with torch.autocast('cpu', dtype=torch.bfloat16,
                                 enabled=autocast):
-                got = loss_module(half, targets, (SIZE, SIZE))
+                got = loss_module(half, targets, (SIZE, SIZE), anchors)
             for key, value in expected.items():
                 assert got[key].dtype == torch.float32, key
                 assert torch.equal(got[key], value), (dtype, autocast, key)

@@ -110,36 +110,34 @@ def test_predict_official_settings_and_letterbox(tiny_official):
 class RecordingYOLOv7Loss(nn.Module):
     """Stands in for the loss: records what the head passes."""
 
-    def __init__(self, num_classes, anchors, strides) -> None:
+    def __init__(self, num_classes, strides) -> None:
         super().__init__()
-        self.init_args = dict(
-            num_classes=num_classes, anchors=anchors, strides=strides)
+        self.init_args = dict(num_classes=num_classes, strides=strides)
         self.calls = []
+        self.anchors = []
 
-    def forward(self, preds, targets, input_hw):
+    def forward(self, preds, targets, input_hw, anchors):
         self.calls.append((preds, targets, input_hw))
+        self.anchors.append(anchors.clone())
         total = sum(p.sum() for p in preds) * 0
         return dict(loss_box=total, loss_obj=total, loss_cls=total)
 
 
-def tiny_head(num_classes=3):
+def tiny_head(num_classes=3, recording=True):
     from mmengine.config import Config
     from helpers.paths import ROOT
     cfg = Config.fromfile(
         str(ROOT / 'configs/_base_/models/yolov7_tiny.py')).model.bbox_head
     cfg.head_module.num_classes = num_classes
-    cfg.loss = dict(type='mmyolo_ext.RecordingYOLOv7Loss')
+    if recording:
+        cfg.loss = dict(type='mmyolo_ext.RecordingYOLOv7Loss')
     return MODELS.build(cfg)
 
 
 def test_head_loss_inputs_from_both_batch_formats():
     head = tiny_head()
     assert head.loss_module.init_args == dict(
-        num_classes=3,
-        anchors=[[[10., 13.], [16., 30.], [33., 23.]],
-                 [[30., 61.], [62., 45.], [59., 119.]],
-                 [[116., 90.], [156., 198.], [373., 326.]]],
-        strides=[8, 16, 32])
+        num_classes=3, strides=[8, 16, 32])
     height, width = 64, 96  # non-square: each axis by its own size
     feats = [
         torch.randn(2, c, height // s, width // s)
@@ -177,6 +175,17 @@ def test_head_loss_inputs_from_both_batch_formats():
             assert pred.shape == (2, 3, raw.shape[2], raw.shape[3], 8)
             torch.testing.assert_close(pred[1, 2, 1, 0],
                                        raw[1, 2 * 8:3 * 8, 1, 0])
+    # the loss gets the head's anchors at each call: the config's, then
+    # those set later (one anchor state, read when the loss runs)
+    config_anchors = torch.tensor(
+        [[[10., 13.], [16., 30.], [33., 23.]],
+         [[30., 61.], [62., 45.], [59., 119.]],
+         [[116., 90.], [156., 198.], [373., 326.]]])
+    assert all(
+        torch.equal(a, config_anchors) for a in head.loss_module.anchors)
+    head.set_anchors(config_anchors * 1.5)
+    head.loss(feats, packed)
+    assert torch.equal(head.loss_module.anchors[-1], config_anchors * 1.5)
 
 
 def test_head_loss_with_no_ground_truth():
@@ -195,7 +204,9 @@ def test_head_loss_with_no_ground_truth():
 
 
 def test_head_loss_rejects_bad_ground_truth():
-    head = tiny_head(num_classes=3)
+    """Ground truths are validated once, by the loss, naming the batch row,
+    the image and the box's place in it."""
+    head = tiny_head(num_classes=3, recording=False)
     feats = [torch.randn(2, c, 64 // s, 64 // s)
              for c, s in zip([128, 256, 512], [8, 16, 32])]
     packed = dict(
@@ -203,11 +214,13 @@ def test_head_loss_rejects_bad_ground_truth():
                                     [1., 0., 2., 2., 4., 4.],
                                     [1., 3., 2., 2., 4., 4.]]),
         img_metas=[dict(batch_input_shape=(64, 64))] * 2)
-    with pytest.raises(ValueError, match=r'class id.*image 1, box 1'):
+    with pytest.raises(ValueError,
+                       match=r'row 2 \(image 1\): class id 3.*box 1 of'):
         head.loss(feats, packed)
     packed['bboxes_labels'][2, 1] = 0.
     packed['bboxes_labels'][1, 4] = 1.  # x2 < x1
-    with pytest.raises(ValueError, match=r'box: image 1, box 0'):
+    with pytest.raises(ValueError,
+                       match=r'row 1 \(image 1\): box .*negative.*box 0 of'):
         head.loss(feats, packed)
 
 
@@ -297,3 +310,51 @@ def test_bad_configuration_errors_are_clear():
     model = build_model('w6', device='meta')
     with pytest.raises(ValueError, match='takes 4 backbone levels, got 3'):
         model.neck([torch.empty(1, 1, 1, 1, device='meta')] * 3)
+
+
+@pytest.mark.parametrize('num_classes, multi_label, rescale',
+                         [(3, True, True), (3, False, True),
+                          (3, True, False), (1, False, True)])
+def test_predict_by_feat_equals_mmyolo_yolov5_head(num_classes, multi_label,
+                                                   rescale):
+    """Our predict_by_feat (priors from the anchor buffer) gives MMYOLO's
+    YOLOv5Head.predict_by_feat (mmdet's YOLOAnchorGenerator priors) on the
+    same maps, after set_anchors too; one class: scored by objectness."""
+    import copy
+
+    import numpy as np
+    from mmengine.config import ConfigDict
+    from mmyolo.models.dense_heads import YOLOv5Head
+    from mmyolo.registry import TASK_UTILS as MMYOLO_TASK_UTILS
+    head = tiny_head(num_classes=num_classes).eval()
+    head.test_cfg = ConfigDict(
+        multi_label=multi_label, nms_pre=300, score_thr=0.05,
+        nms=dict(type='nms', iou_threshold=0.65), max_per_img=50)
+    gen = torch.Generator().manual_seed(num_classes)
+    sizes = [(12, 16), (6, 8), (3, 4)]
+    meta = dict(ori_shape=(80, 120), img_shape=(90, 128),
+                scale_factor=(128 / 120, 90 / 80),
+                pad_param=np.array([3., 3., 0., 0.]))
+    for scale in (1.0, 1.37):
+        head.set_anchors(torch.tensor(head.config_anchors) * scale)
+        cls, box, obj = [], [], []
+        for ny, nx in sizes:
+            cls.append(torch.randn(1, 3 * num_classes, ny, nx,
+                                   generator=gen) * 3)
+            box.append(torch.randn(1, 12, ny, nx, generator=gen))
+            obj.append(torch.randn(1, 3, ny, nx, generator=gen) * 3)
+        ours = head.predict_by_feat(cls, box, obj, batch_img_metas=[meta],
+                                    rescale=rescale)[0]
+        peer = copy.copy(head)
+        peer.prior_generator = MMYOLO_TASK_UTILS.build(
+            dict(type='mmdet.YOLOAnchorGenerator', strides=[8, 16, 32],
+                 base_sizes=head.anchors))
+        peer.featmap_sizes = [torch.empty(1)] * 3
+        peer_cls = cls if num_classes > 1 else [
+            torch.full_like(c, 50.) for c in cls]  # sigmoid 1: objectness
+        theirs = YOLOv5Head.predict_by_feat(
+            peer, peer_cls, box, obj, batch_img_metas=[meta],
+            rescale=rescale)[0]
+        assert len(ours) > 0
+        for key in ('bboxes', 'scores', 'labels'):
+            torch.testing.assert_close(ours[key], theirs[key])

@@ -1,13 +1,15 @@
 """YOLOv7 detection head: official raw outputs, MMYOLO decoding and NMS."""
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Sequence, Tuple, Union
+
+import copy
 
 import torch
 from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
+from mmdet.models.utils import filter_scores_and_topk
 from mmdet.structures import SampleList
 from mmdet.structures.bbox import get_box_tensor
 from mmdet.utils import ConfigType, OptConfigType, OptMultiConfig
 from mmengine.structures import InstanceData
-from mmyolo.models.dense_heads import YOLOv5Head
 from mmyolo.registry import TASK_UTILS as MMYOLO_TASK_UTILS
 from torch import Tensor
 
@@ -15,36 +17,46 @@ from mmyolo_ext.registry import MODELS
 
 
 @MODELS.register_module()
-class IDetectHead(YOLOv5Head):
+class IDetectHead(BaseDenseHead):
     """The YOLOv7 head (IDetect, and IAuxDetect with an auxiliary head).
 
     :meth:`forward` returns the raw per-level maps ``(bs, na * (5 + nc), ny,
     nx)`` of :class:`IDetectHeadModule` in the official channel order, so
-    ``model(inputs, mode='tensor')`` is the official raw output. Prediction
-    splits them into box / objectness / class maps and reuses MMYOLO's
-    :meth:`YOLOv5Head.predict_by_feat`: ``YOLOAnchorGenerator`` priors with
-    ``YOLOv5BBoxCoder`` give the official decoding ``xy = (2 sigmoid(t) - 0.5
-    + grid) * stride``, ``wh = (2 sigmoid(t))^2 * anchor``, followed by
-    (multi-label) NMS and undoing the letterbox. Only the lead maps are used
-    for prediction. Scores are objectness * class probability, or the
-    objectness alone for a one-class model, as in the official NMS.
+    ``model(inputs, mode='tensor')`` is the official raw output.
+    :meth:`decode` gives the official decoding ``xy = (2 sigmoid(t) - 0.5 +
+    grid) * stride``, ``wh = (2 sigmoid(t))^2 * anchor`` (``YOLOv5BBoxCoder``
+    on anchor priors), and :meth:`predict_by_feat` thresholds it, runs
+    (multi-label) NMS and undoes the letterbox, as MMYOLO's ``YOLOv5Head``.
+    Only the lead maps are used for prediction. Scores are objectness *
+    class probability, or the objectness alone for a one-class model, as in
+    the official NMS.
+
+    The head stands on ``BaseDenseHead`` rather than MMYOLO's ``YOLOv5Head``:
+    ``YOLOv5Head.__init__`` builds YOLOv5's loss modules and a second anchor
+    copy (``priors_base_sizes``), and its ``predict_by_feat`` caches priors
+    between calls; here the anchors are one buffer, ``anchor_sizes``
+    (saved in checkpoints, changed in place by :meth:`set_anchors`), that
+    the priors, the decoding and the loss read each time they run.
 
     The loss is a separate module (``loss``, e.g. ``ComputeLossOTA``) built
-    with ``num_classes``, ``anchors`` (per level ``[w, h]`` pixel pairs) and
-    ``strides`` from this head; it receives the maps as ``(bs, na, ny, nx, 5
-    + nc)`` tensors (lead, then auxiliary levels), the ground truths as
-    ``(n, 6)`` rows ``[image, class, cx, cy, w, h]`` normalized by the batch
-    input width and height, and the batch input ``(height, width)``.
+    with ``num_classes`` and ``strides`` from this head; it receives the maps
+    as ``(bs, na, ny, nx, 5 + nc)`` tensors (lead, then auxiliary levels),
+    the ground truths as ``(n, 6)`` rows ``[image, class, cx, cy, w, h]``
+    normalized by the batch input width and height, the batch input
+    ``(height, width)`` and the anchors; it validates the ground truths.
 
     Args:
         head_module (dict): Config of :class:`IDetectHeadModule`.
-        prior_generator (dict): Anchor generator config (pixel anchors).
+        prior_generator (dict): MMDetection's ``YOLOAnchorGenerator`` config:
+            ``base_sizes`` (per level ``(w, h)`` pixel anchors, the initial
+            ``anchor_sizes``) and ``strides``.
         bbox_coder (dict): Box coder config.
         loss (dict, optional): Loss module config; None for a head that is
             only used for inference.
         train_cfg (dict, optional): Training config (unused).
         test_cfg (dict, optional): Post-processing config of
-            :meth:`YOLOv5Head.predict_by_feat`.
+            :meth:`predict_by_feat` (MMYOLO's keys: ``multi_label``,
+            ``score_thr``, ``nms_pre``, ``nms``, ``max_per_img``).
         init_cfg (dict or list[dict], optional): Initialization config.
     """
 
@@ -61,41 +73,42 @@ class IDetectHead(YOLOv5Head):
                  train_cfg: OptConfigType = None,
                  test_cfg: OptConfigType = None,
                  init_cfg: OptMultiConfig = None) -> None:
-        # YOLOv5Head.__init__ would build YOLOv5's own losses; only its
-        # prediction attributes are set up here.
-        BaseDenseHead.__init__(self, init_cfg=init_cfg)
+        super().__init__(init_cfg=init_cfg)
         self.head_module = MODELS.build(head_module)
         self.num_classes = self.head_module.num_classes
-        self.featmap_strides = list(self.head_module.featmap_strides)
+        self.featmap_strides = [int(s) for s in
+                                self.head_module.featmap_strides]
         self.num_levels = len(self.featmap_strides)
+        self.num_base_priors = self.head_module.num_base_priors
         self.train_cfg = train_cfg
         self.test_cfg = test_cfg
-
-        # MMYOLO's registry: the defaults name MMYOLO / MMDetection utilities
-        self.prior_generator = MMYOLO_TASK_UTILS.build(prior_generator)
         self.bbox_coder = MMYOLO_TASK_UTILS.build(bbox_coder)
+
+        generator_type = prior_generator.get('type', '').split('.')[-1]
+        if generator_type != 'YOLOAnchorGenerator':
+            raise ValueError('prior_generator must be a YOLOAnchorGenerator '
+                             f'config, got {prior_generator}')
         generator_strides = [
             int(s[0]) if isinstance(s, (tuple, list)) else int(s)
-            for s in self.prior_generator.strides
+            for s in prior_generator['strides']
         ]
-        if generator_strides != [int(s) for s in self.featmap_strides]:
+        if generator_strides != self.featmap_strides:
             raise ValueError(
                 f'prior_generator strides {generator_strides} differ from '
                 f'the head module featmap_strides {self.featmap_strides}')
-        self.num_base_priors = self.prior_generator.num_base_priors[0]
-        if self.num_base_priors != self.head_module.num_base_priors:
+        # what the config said, never updated (the weights converter
+        # compares a checkpoint's anchors with it, also on a 'meta' model)
+        self.config_anchors = tuple(
+            tuple((float(w), float(h)) for w, h in level)
+            for level in prior_generator['base_sizes'])
+        anchors = torch.tensor(self.config_anchors, dtype=torch.float32)
+        if anchors.shape[1] != self.num_base_priors:
             raise ValueError(
-                f'prior_generator has {self.num_base_priors} anchors per '
-                f'cell, the head module {self.head_module.num_base_priors}')
-        self.featmap_sizes = [torch.empty(1)] * self.num_levels
-        self.anchors = [[[float(w), float(h)] for w, h in level]
-                        for level in self.prior_generator.base_sizes]
-        # the anchors are model state: saved in checkpoints (autoanchor may
-        # have changed them) and pushed to the priors and the loss on load
-        self.register_buffer('anchor_sizes',
-                             torch.tensor(self.anchors, dtype=torch.float32))
-        self.register_load_state_dict_post_hook(
-            IDetectHead._anchors_loaded)
+                f'prior_generator has {anchors.shape[1]} anchors per cell, '
+                f'the head module {self.num_base_priors}')
+        # the one anchor state (levels, anchors, w/h pixels): a checkpoint
+        # carries it (autoanchor may have changed it)
+        self.register_buffer('anchor_sizes', anchors)
 
         self.loss_module = None
         if loss is not None:
@@ -103,12 +116,16 @@ class IDetectHead(YOLOv5Head):
                 loss,
                 default_args=dict(
                     num_classes=self.num_classes,
-                    anchors=self.anchors,
-                    strides=[int(s) for s in self.featmap_strides]))
+                    strides=self.featmap_strides))
+
+    @property
+    def anchors(self) -> List[List[List[float]]]:
+        """The anchors as per level ``[w, h]`` pixel pairs (read-only)."""
+        return self.anchor_sizes.tolist()
 
     def set_anchors(self, anchors: Union[Tensor, Sequence]) -> None:
-        """Use other anchors everywhere: ``anchor_sizes``, ``anchors``, the
-        prior generator (prediction, decoding) and the loss.
+        """Use other anchors (autoanchor): prediction, decoding and loss
+        read them from ``anchor_sizes`` when they run.
 
         Args:
             anchors (Tensor | Sequence): ``(levels, anchors per level, 2)``
@@ -124,17 +141,6 @@ class IDetectHead(YOLOv5Head):
                              f'{anchors.tolist()}')
         # in place: an EMA copy or a checkpoint swap may hold this tensor
         self.anchor_sizes.copy_(anchors.to(self.anchor_sizes.device))
-        self._apply_anchors(anchors.cpu())
-
-    def _apply_anchors(self, anchors: Tensor) -> None:
-        self.anchors = anchors.tolist()
-        generator = self.prior_generator
-        generator.base_sizes = [[(w, h) for w, h in level]
-                                for level in self.anchors]
-        generator.base_anchors = generator.gen_base_anchors()
-        self.featmap_sizes = [torch.empty(1)] * self.num_levels  # no cache
-        if self.loss_module is not None:
-            self.loss_module.set_anchors(anchors)
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args,
                               **kwargs) -> None:
@@ -142,11 +148,30 @@ class IDetectHead(YOLOv5Head):
         state_dict.setdefault(prefix + 'anchor_sizes', self.anchor_sizes)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    @staticmethod
-    def _anchors_loaded(module: 'IDetectHead', incompatible_keys) -> None:
-        anchors = module.anchor_sizes
-        if not anchors.is_meta and anchors.tolist() != module.anchors:
-            module._apply_anchors(anchors.detach().float().cpu())
+    def grid_priors(self, featmap_sizes: Sequence[Tuple[int, int]],
+                    dtype: torch.dtype,
+                    device: torch.device) -> List[Tensor]:
+        """Per level the ``(ny * nx * na, 4)`` xyxy anchor boxes centred on
+        the cells (row-major cells, then anchors), from ``anchor_sizes``.
+
+        The arithmetic of MMDetection's ``YOLOAnchorGenerator.grid_priors``
+        (anchor boxes around ``stride / 2``, shifted by ``cell * stride``).
+        """
+        priors = []
+        for (ny, nx), stride, sizes in zip(featmap_sizes,
+                                           self.featmap_strides,
+                                           self.anchor_sizes.to(device)):
+            centre, half = 0.5 * stride, 0.5 * sizes
+            base = torch.cat([centre - half, centre + half], 1).to(dtype)
+            # the range in the default dtype first, then cast (ONNX export)
+            shift_x = torch.arange(0, nx, device=device).to(dtype) * stride
+            shift_y = torch.arange(0, ny, device=device).to(dtype) * stride
+            # repeat, not meshgrid: keeps the sizes symbolic in a trace
+            xx = shift_x.repeat(shift_y.shape[0])
+            yy = shift_y.view(-1, 1).repeat(1, shift_x.shape[0]).view(-1)
+            shifts = torch.stack([xx, yy, xx, yy], dim=-1)
+            priors.append((base[None] + shifts[:, None]).view(-1, 4))
+        return priors
 
     def forward(self, x: Sequence[Tensor]) -> List[Tensor]:
         """Raw per-level maps ``(bs, na * (5 + nc), ny, nx)``, lead first."""
@@ -156,7 +181,7 @@ class IDetectHead(YOLOv5Head):
         self, raw_maps: Sequence[Tensor]
     ) -> Tuple[List[Tensor], List[Tensor], List[Tensor]]:
         """Split raw maps into the class, box and objectness maps that
-        :meth:`YOLOv5Head.predict_by_feat` takes."""
+        :meth:`predict_by_feat` takes (MMYOLO's ``YOLOv5Head`` layout)."""
         cls_scores, bbox_preds, objectnesses = [], [], []
         for raw in raw_maps:
             bs, _, ny, nx = raw.shape
@@ -180,8 +205,7 @@ class IDetectHead(YOLOv5Head):
     def decode(self, raw_maps: Sequence[Tensor]) -> Tuple[Tensor, Tensor]:
         """Decode the lead maps without thresholds or NMS.
 
-        Uses the same priors and box coder as prediction. Rows are ordered
-        by level, then cell (row-major), then anchor.
+        Rows are ordered by level, then cell (row-major), then anchor.
 
         Returns:
             tuple[Tensor, Tensor]: ``(bs, N, 4)`` boxes ``(x1, y1, x2, y2)``
@@ -190,13 +214,23 @@ class IDetectHead(YOLOv5Head):
             With one class the class score is 1 (the official one-class
             scoring by objectness alone, see :meth:`scoring_class_logits`).
         """
-        raw_maps = raw_maps[:self.num_levels]
-        cls_scores, bbox_preds, objectnesses = self.split_raw_maps(raw_maps)
-        featmap_sizes = [m.shape[2:] for m in raw_maps]
-        level_priors = self.prior_generator.grid_priors(
+        cls_scores, bbox_preds, objectnesses = self.split_raw_maps(
+            raw_maps[:self.num_levels])
+        boxes, objectness, class_scores = self._decode_split(
+            cls_scores, bbox_preds, objectnesses)
+        return boxes, torch.cat([objectness[..., None], class_scores], -1)
+
+    def _decode_split(
+            self, cls_scores: Sequence[Tensor], bbox_preds: Sequence[Tensor],
+            objectnesses: Sequence[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+        """Boxes ``(bs, N, 4)`` (input pixels, xyxy), sigmoid objectness
+        ``(bs, N)`` and class scores ``(bs, N, nc)`` of the split lead maps
+        (official one-class scoring, see :meth:`scoring_class_logits`)."""
+        featmap_sizes = [m.shape[2:] for m in cls_scores]
+        level_priors = self.grid_priors(
             featmap_sizes,
-            dtype=raw_maps[0].dtype,
-            device=raw_maps[0].device)
+            dtype=cls_scores[0].dtype,
+            device=cls_scores[0].device)
         priors = torch.cat(level_priors)
         # sized like the priors, not by Python ints: an ONNX trace keeps
         # the map sizes symbolic (export with a dynamic input size)
@@ -204,7 +238,7 @@ class IDetectHead(YOLOv5Head):
             torch.full_like(level[:, 0], stride)
             for level, stride in zip(level_priors, self.featmap_strides)
         ])
-        bs = raw_maps[0].shape[0]
+        bs = cls_scores[0].shape[0]
 
         def flatten(maps, channels):
             return torch.cat([
@@ -213,11 +247,10 @@ class IDetectHead(YOLOv5Head):
 
         boxes = self.bbox_coder.decode(priors[None], flatten(bbox_preds, 4),
                                        strides)
-        scores = torch.cat([
-            flatten(objectnesses, 1),
-            flatten(self.scoring_class_logits(cls_scores), self.num_classes)
-        ], dim=-1).sigmoid()
-        return boxes, scores
+        objectness = flatten(objectnesses, 1)[..., 0].sigmoid()
+        class_scores = flatten(
+            self.scoring_class_logits(cls_scores), self.num_classes).sigmoid()
+        return boxes, objectness, class_scores
 
     def scoring_class_logits(self,
                              cls_scores: Sequence[Tensor]) -> List[Tensor]:
@@ -237,24 +270,86 @@ class IDetectHead(YOLOv5Head):
     def predict_by_feat(self,
                         cls_scores: List[Tensor],
                         bbox_preds: List[Tensor],
-                        objectnesses: Optional[List[Tensor]] = None,
-                        batch_img_metas: Optional[List[dict]] = None,
+                        objectnesses: List[Tensor],
+                        batch_img_metas: List[dict],
                         cfg: OptConfigType = None,
                         rescale: bool = True,
                         with_nms: bool = True) -> List[InstanceData]:
-        """:meth:`YOLOv5Head.predict_by_feat` with the official scores: the
-        class maps go through :meth:`scoring_class_logits` (objectness
-        alone for a one-class model)."""
-        if objectnesses is not None:
-            cls_scores = self.scoring_class_logits(cls_scores)
-        return super().predict_by_feat(
-            cls_scores,
-            bbox_preds,
-            objectnesses,
-            batch_img_metas=batch_img_metas,
-            cfg=cfg,
-            rescale=rescale,
-            with_nms=with_nms)
+        """Detections from the split lead maps (:meth:`split_raw_maps`), as
+        MMYOLO's ``YOLOv5Head.predict_by_feat``: drop cells whose objectness
+        is at most ``score_thr``, score = objectness * class score, keep the
+        best ``nms_pre`` (per class with ``multi_label``), undo the letterbox
+        (``pad_param``, ``scale_factor``) when ``rescale``, NMS, clip to the
+        original image.
+
+        Args:
+            cls_scores (list[Tensor]): Per level ``(bs, na * nc, ny, nx)``.
+            bbox_preds (list[Tensor]): Per level ``(bs, na * 4, ny, nx)``.
+            objectnesses (list[Tensor]): Per level ``(bs, na, ny, nx)``.
+            batch_img_metas (list[dict]): Per image metainfo
+                (``ori_shape``, ``scale_factor``, optional ``pad_param``).
+            cfg (dict, optional): Post-processing config; ``test_cfg`` when
+                None.
+            rescale (bool): Boxes in the original image.
+            with_nms (bool): Run NMS.
+
+        Returns:
+            list[InstanceData]: Per image ``bboxes`` (x1, y1, x2, y2),
+            ``scores`` and ``labels``.
+        """
+        cfg = copy.deepcopy(self.test_cfg if cfg is None else cfg)
+        cfg.multi_label = cfg.multi_label and self.num_classes > 1
+        all_boxes, all_objectness, all_scores = self._decode_split(
+            cls_scores, bbox_preds, objectnesses)
+        results_list = []
+        for boxes, objectness, scores, img_meta in zip(
+                all_boxes, all_objectness, all_scores, batch_img_metas):
+            score_thr = cfg.get('score_thr', -1)
+            if score_thr > 0 and not cfg.get('yolox_style', False):
+                keep = objectness > score_thr
+                boxes, scores = boxes[keep], scores[keep]
+                objectness = objectness[keep]
+            scores = scores * objectness[:, None]
+            if scores.shape[0] == 0:
+                results_list.append(
+                    InstanceData(
+                        bboxes=boxes,
+                        scores=scores[:, 0],
+                        labels=scores[:, 0].int()))
+                continue
+            nms_pre = cfg.get('nms_pre', 100000)
+            if cfg.multi_label:
+                scores, labels, keep, _ = filter_scores_and_topk(
+                    scores, score_thr, nms_pre)
+            else:
+                scores, labels = scores.max(1, keepdim=True)
+                scores, _, keep, kept = filter_scores_and_topk(
+                    scores, score_thr, nms_pre,
+                    results=dict(labels=labels[:, 0]))
+                labels = kept['labels']
+            results = InstanceData(
+                scores=scores, labels=labels, bboxes=boxes[keep])
+            if rescale:
+                pad_param = img_meta.get('pad_param')
+                if pad_param is not None:
+                    results.bboxes -= results.bboxes.new_tensor([
+                        pad_param[2], pad_param[0], pad_param[2], pad_param[0]
+                    ])
+                results.bboxes /= results.bboxes.new_tensor(
+                    img_meta['scale_factor']).repeat((1, 2))
+            if cfg.get('yolox_style', False):
+                cfg.max_per_img = len(results)
+            results = self._bbox_post_process(
+                results=results,
+                cfg=cfg,
+                rescale=False,
+                with_nms=with_nms,
+                img_meta=img_meta)
+            ori_h, ori_w = img_meta['ori_shape'][:2]
+            results.bboxes[:, 0::2].clamp_(0, ori_w)
+            results.bboxes[:, 1::2].clamp_(0, ori_h)
+            results_list.append(results)
+        return results_list
 
     def predict(self,
                 x: Tuple[Tensor],
@@ -305,14 +400,15 @@ class IDetectHead(YOLOv5Head):
         Args:
             raw_maps (Sequence[Tensor]): Output of :meth:`forward`.
             targets (Tensor): ``(n, 6)`` rows ``[image, class, cx, cy, w,
-                h]``, normalized by the input width (x, w) and height (y, h).
+                h]``, normalized by the input width (x, w) and height (y, h);
+            the loss validates them.
             input_hw (tuple[int, int]): Batch input height and width.
         """
         if self.loss_module is None:
             raise RuntimeError('IDetectHead was built without a loss config '
                                '(bbox_head.loss); it can only predict')
         preds = [self.to_official_layout(m) for m in raw_maps]
-        return self.loss_module(preds, targets, input_hw)
+        return self.loss_module(preds, targets, input_hw, self.anchor_sizes)
 
     def targets_from_samples(
             self, batch_data_samples: Union[list, dict],
@@ -342,7 +438,6 @@ class IDetectHead(YOLOv5Head):
                                  'label, x1, y1, x2, y2], got shape '
                                  f'{tuple(packed.shape)}')
             img_ids, labels, boxes = packed[:, 0], packed[:, 1], packed[:, 2:]
-            num_imgs = len(img_metas)
         else:
             if not batch_data_samples:
                 raise ValueError('batch_data_samples is empty')
@@ -360,8 +455,6 @@ class IDetectHead(YOLOv5Head):
             img_ids = torch.cat(id_list)
             labels = torch.cat(label_list)
             boxes = torch.cat(box_list)
-            num_imgs = len(batch_data_samples)
-        self._check_targets(img_ids, labels, boxes, num_imgs)
         height, width = input_hw
         scale = boxes.new_tensor([width, height])
         centers = (boxes[:, :2] + boxes[:, 2:]) / 2 / scale
@@ -378,25 +471,3 @@ class IDetectHead(YOLOv5Head):
                            f'{sorted(metainfo)}')
         height, width = metainfo['batch_input_shape'][:2]
         return int(height), int(width)
-
-    def _check_targets(self, img_ids: Tensor, labels: Tensor, boxes: Tensor,
-                       num_imgs: int) -> None:
-        """Raise a clear error for a ground truth the loss cannot use."""
-        bad_label = (labels < 0) | (labels >= self.num_classes) | (
-            labels != labels.round())
-        bad_box = ~torch.isfinite(boxes).all(1) | (
-            boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
-        bad_img = (img_ids < 0) | (img_ids >= num_imgs)
-        for name, bad in (('class id', bad_label), ('box', bad_box),
-                          ('image index', bad_img)):
-            if bad.any():
-                row = int(bad.nonzero()[0])
-                img = img_ids[row].item()
-                box_in_img = int((img_ids[:row] == img_ids[row]).sum())
-                raise ValueError(
-                    f'invalid ground truth {name}: image {img:g}, box '
-                    f'{box_in_img} (row {row} of the batch): class id '
-                    f'{labels[row].item():g}, box '
-                    f'(x1, y1, x2, y2) {boxes[row].tolist()}; expected class '
-                    f'ids in [0, {self.num_classes}), finite boxes with x2 >= '
-                    f'x1 and y2 >= y1, image indices in [0, {num_imgs})')

@@ -69,8 +69,11 @@ class ComputeLossOTA(BaseModule):
 
     Args:
         num_classes (int): Number of classes.
-        anchors (Sequence): Per level a list of ``[w, h]`` anchors in pixels.
         strides (Sequence[int]): Per level stride in pixels.
+        anchors (Sequence, optional): Per level a list of ``[w, h]`` anchors
+            in pixels, used by calls that pass none (a loss used without a
+            head; :class:`IDetectHead` passes its ``anchor_sizes`` at every
+            call).
         box_gain (float): Box loss gain (hyp ``box``).
         obj_gain (float): Objectness loss gain (hyp ``obj``).
         cls_gain (float): Class loss gain (hyp ``cls``).
@@ -96,8 +99,8 @@ class ComputeLossOTA(BaseModule):
 
     def __init__(self,
                  num_classes: int,
-                 anchors: Sequence[Sequence[Sequence[float]]],
                  strides: Sequence[int],
+                 anchors: Optional[Sequence[Sequence[Sequence[float]]]] = None,
                  box_gain: float = 0.05,
                  obj_gain: float = 0.7,
                  cls_gain: float = 0.3,
@@ -118,9 +121,6 @@ class ComputeLossOTA(BaseModule):
         self.cls_targets = (1.0 - 0.5 * label_smoothing,
                             0.5 * label_smoothing)
         num_levels = len(strides)
-        if len(anchors) != num_levels:
-            raise ValueError(f'got {len(anchors)} anchor levels for '
-                             f'{num_levels} strides')
         if obj_level_weights is None:
             if num_levels not in _DEFAULT_OBJ_LEVEL_WEIGHTS:
                 raise ValueError('obj_level_weights must be given for '
@@ -139,16 +139,9 @@ class ComputeLossOTA(BaseModule):
             obj_gain *= (nominal_img_size / 640.)**2 * 3. / num_levels
         self.box_gain, self.obj_gain, self.cls_gain = (box_gain, obj_gain,
                                                        cls_gain)
-        anchors_px = torch.tensor(anchors, dtype=torch.float32)
-        if anchors_px.dim() != 3 or anchors_px.size(2) != 2:
-            raise ValueError('anchors must be per level a list of [w, h] '
-                             f'pairs, got shape {tuple(anchors_px.shape)}')
-        self.num_anchors = anchors_px.size(1)
-        self.register_buffer(
-            'anchors_grid',
-            anchors_px / torch.tensor(self.strides,
-                                      dtype=torch.float32).view(-1, 1, 1),
-            persistent=False)
+        self.default_anchors = None
+        if anchors is not None:
+            self.default_anchors = self._checked_anchors(anchors)
         # plain names are ours whatever the caller's default scope (under
         # 'mmdet', 'SimOTAAssigner' would be MMDetection's)
         with DefaultScope.overwrite_default_scope(SCOPE):
@@ -157,22 +150,22 @@ class ComputeLossOTA(BaseModule):
         self.aux_weight = aux_weight
         self.aux_lead_topk = aux_lead_topk
 
-    def set_anchors(self, anchors: Sequence) -> None:
-        """Use other anchors (``(levels, na, 2)`` pixels, same shape)."""
+    def _checked_anchors(self, anchors: Sequence) -> Tensor:
+        """``anchors`` as a ``(levels, na, 2)`` float32 pixel tensor."""
         anchors = torch.as_tensor(anchors, dtype=torch.float32)
-        if anchors.shape != self.anchors_grid.shape:
+        if anchors.dim() != 3 or anchors.size(2) != 2 or anchors.size(
+                0) != self.num_levels:
             raise ValueError(
-                f'anchors of shape {tuple(anchors.shape)}, the loss has '
-                f'{tuple(self.anchors_grid.shape)} (levels, anchors, w/h)')
-        strides = torch.tensor(self.strides, dtype=torch.float32)
-        self.anchors_grid.copy_(
-            (anchors / strides.view(-1, 1, 1)).to(self.anchors_grid.device))
+                f'anchors must be per level ({self.num_levels} levels) a '
+                f'list of [w, h] pairs, got shape {tuple(anchors.shape)}')
+        return anchors
 
     @float32_region()
     def forward(self,
                 preds: Sequence[Tensor],
                 targets: Tensor,
                 input_hw: Tuple[int, int],
+                anchors: Optional[Tensor] = None,
                 return_assignment: bool = False) -> Dict[str, object]:
         """Compute the loss.
 
@@ -185,6 +178,8 @@ class ComputeLossOTA(BaseModule):
                 h]``, the box normalised to the input size (x, w by the
                 width; y, h by the height).
             input_hw (tuple[int, int]): Input height and width in pixels.
+            anchors (Tensor, optional): ``(nl, na, 2)`` anchor ``[w, h]`` in
+                pixels; the ``anchors`` given at construction when None.
             return_assignment (bool): Also return the matched cells.
 
         Returns:
@@ -194,7 +189,14 @@ class ComputeLossOTA(BaseModule):
             grid_x, target`` (``target`` = row of ``targets``), and with an
             auxiliary head ``assignment_aux``.
         """
-        self._check_preds(preds)
+        if anchors is None:
+            if self.default_anchors is None:
+                raise ValueError('ComputeLossOTA was built without anchors; '
+                                 'pass them to the call')
+            anchors = self.default_anchors
+        else:
+            anchors = self._checked_anchors(anchors.detach())
+        self._check_preds(preds, anchors.size(1))
         batch_size = preds[0].size(0)
         targets = self._checked_targets(targets, batch_size,
                                         preds[0].device)
@@ -202,7 +204,9 @@ class ComputeLossOTA(BaseModule):
         lead_preds = list(preds[:nl])
         with_aux = len(preds) == 2 * nl
         grid_sizes = [tuple(p.shape[2:4]) for p in lead_preds]
-        anchors_grid = self.anchors_grid.to(preds[0].device, torch.float32)
+        anchors_grid = anchors.to(preds[0].device) / torch.tensor(
+            self.strides, dtype=torch.float32,
+            device=preds[0].device).view(-1, 1, 1)
 
         # lead head: gather the candidates' rows once, for the matching and
         # (the matched ones) for the loss
@@ -335,7 +339,7 @@ class ComputeLossOTA(BaseModule):
         return (box.view(num_heads, nl), obj.view(num_heads, nl),
                 cls.view(num_heads, nl))
 
-    def _check_preds(self, preds: Sequence[Tensor]) -> None:
+    def _check_preds(self, preds: Sequence[Tensor], num_anchors: int) -> None:
         """Raise a ValueError naming the prediction that has a bad shape."""
         if len(preds) not in (self.num_levels, 2 * self.num_levels):
             raise ValueError(
@@ -346,11 +350,11 @@ class ComputeLossOTA(BaseModule):
         batch_size = preds[0].size(0) if preds[0].dim() else -1
         for i, pred in enumerate(preds):
             if (pred.dim() != 5 or pred.size(0) != batch_size
-                    or pred.size(1) != self.num_anchors
+                    or pred.size(1) != num_anchors
                     or pred.size(4) != channels):
                 raise ValueError(
                     f'prediction {i} has shape {tuple(pred.shape)}; expected '
-                    f'({batch_size}, {self.num_anchors}, ny, nx, {channels})')
+                    f'({batch_size}, {num_anchors}, ny, nx, {channels})')
             if i >= self.num_levels and (pred.shape !=
                                          preds[i - self.num_levels].shape):
                 raise ValueError(
@@ -388,8 +392,10 @@ class ComputeLossOTA(BaseModule):
             else:
                 what = (f'box {values[2:]} has a non-finite value or a '
                         'negative size')
+            box = int((targets[:row, 0] == targets[row, 0]).sum())
             raise ValueError(
-                f'bad target row {row} (image {values[0]:g}): {what}')
+                f'bad target row {row} (image {values[0]:g}): {what} (box '
+                f'{box} of that image in the batch)')
         return targets
 
     @staticmethod
