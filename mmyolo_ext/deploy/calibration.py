@@ -7,7 +7,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from mmyolo_ext.registry import DATASETS, TRANSFORMS
+from mmengine.registry import DATASETS, TRANSFORMS, DefaultScope
 
 
 def _innermost(dataset_cfg: dict) -> dict:
@@ -71,11 +71,13 @@ def calibration_images(cfg,
     Returns:
         list[np.ndarray]: ``(3, H, W)`` float32 RGB in [0, 1].
     """
-    paths = source_images(source) if source else config_train_images(cfg)
     if count < 1:
         raise ValueError(f'--calib-images must be positive, got {count}')
+    # the config's scope resolves its dataset and transform names
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+        paths = source_images(source) if source else config_train_images(cfg)
+        pipeline = letterbox_pipeline(cfg)
     picks = np.linspace(0, len(paths) - 1, min(count, len(paths)))
-    pipeline = letterbox_pipeline(cfg)
     height, width = (int(s) for s in img_size)
     images = []
     for index in np.unique(picks.round().astype(int)):
