@@ -37,11 +37,14 @@
 #   official rules scale them for COCO at 640 and would shrink the class
 #   gain to 0.5 * 3/80 = 0.019 and the objectness gain to 1.0 * (320/640)^2
 #   = 0.25, slowing what a short run must learn first.
-# * augmentation: horizontal flip only. Mosaic, mixup, random affine and HSV
-#   regularize a 300-epoch COCO run; in a short run on data drawn from the
-#   validation distribution they only slow the fit (MMYOLO's full yolov7-tiny
-#   COCO recipe, run on 512 such shape images on this CPU, reached mAP_50
-#   0.019 after 9 epochs).
+# * augmentation: the recipe's pipeline with mosaic, mixup, paste_in, HSV,
+#   translate and scale at 0: each image letterboxed (at its own size, the
+#   image itself), the official random_perspective's floor (s ~ U(1, 1.1):
+#   a zoom of up to 10 % about the centre) and the left-right flip. Mosaic,
+#   mixup, random affine and HSV regularize a 300-epoch COCO run; in a short
+#   run on data drawn from the validation distribution they only slow the
+#   fit (MMYOLO's full yolov7-tiny COCO recipe, run on 512 such shape images
+#   on this CPU, reached mAP_50 0.019 after 9 epochs).
 # * warm-up: 1 epoch (not max(3 epochs, 1000 iterations), most of the run)
 #   and no warm-up bias lr of 0.1 (too large a step for Adam: biases start
 #   at the base lr like the other groups).
@@ -78,9 +81,9 @@ amp = None  # None: where native (see the header); True / False: forced
 channels_last = True
 
 # hyp.scratch.tiny with the demo's changes (see the header): Adam at 0.001
-# with a 1-epoch warm-up from the base lr, the non-OTA loss, and no
-# augmentation but the left-right flip (mosaic 0: each image letterboxed,
-# which at its own size is the image itself)
+# with a 1-epoch warm-up from the base lr, the non-OTA loss, no mosaic,
+# mixup, paste_in, HSV, translation or scale range (the official
+# random_perspective still zooms by U(1, 1.1)), the left-right flip
 hyp = dict(
     _base_.hyp,
     lr0=0.001,
