@@ -10,9 +10,10 @@ usual Ctrl-C), a second SIGTERM is ignored (the stop is under way).
 SLURM and Ctrl-C signal the data workers as well, and PyTorch's workers die
 on SIGTERM (and leave on SIGINT): the main process would then fail on a
 lost worker before it could save. :func:`keep_workers_through_stops` makes
-the workers of a dataloader ignore both; the main process ends them when it
-exits, as always.
+the workers of a dataloader ignore both until the main process exits; then
+they end on its signal as before.
 """
+import atexit
 import os
 import signal
 import sys
@@ -73,24 +74,48 @@ class PreemptionSignals:
 
 
 class _IgnoreStopSignals:
-    """A dataloader ``worker_init_fn``: the worker ignores the stop signals,
-    then runs the loader's own init function. (PyTorch installs its worker
-    signal handlers before calling it.)"""
+    """A dataloader ``worker_init_fn``: the worker ignores the stop signals
+    until the main process exits, then runs the loader's own init function.
+    (PyTorch installs its worker signal handlers before calling it.)"""
 
-    def __init__(self, init_fn: Optional[Callable[[int], None]]) -> None:
+    def __init__(self, init_fn: Optional[Callable[[int], None]],
+                 main_exiting) -> None:
         self.init_fn = init_fn
+        self.main_exiting = main_exiting
 
     def __call__(self, worker_id: int) -> None:
         for signum in STOP_SIGNALS:
-            signal.signal(signum, signal.SIG_IGN)
+            signal.signal(signum, self._on_stop_signal)
         if self.init_fn is not None:
             self.init_fn(worker_id)
+
+    def _on_stop_signal(self, signum: int, frame) -> None:
+        # from outside (SLURM, Ctrl-C): the main process handles the stop;
+        # from the main process ending its workers: end as by default
+        if self.main_exiting.value:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+
+_main_exiting = None  # shared with the workers: the main process exits
+
+
+def _mark_main_exiting() -> None:
+    _main_exiting.value = 1
 
 
 def keep_workers_through_stops(dataloader) -> None:
     """Let the worker processes ``dataloader`` starts from now on ignore
-    SIGTERM and SIGINT (see the module's note)."""
+    SIGTERM and SIGINT until this process exits (see the module's note)."""
+    global _main_exiting
     if not getattr(dataloader, 'num_workers', 0) or isinstance(
             dataloader.worker_init_fn, _IgnoreStopSignals):
         return
-    dataloader.worker_init_fn = _IgnoreStopSignals(dataloader.worker_init_fn)
+    if _main_exiting is None:
+        import multiprocessing
+        _main_exiting = multiprocessing.RawValue('b', 0)
+        # runs before multiprocessing's own exit handler (registered
+        # earlier), which terminates and waits for the workers
+        atexit.register(_mark_main_exiting)
+    dataloader.worker_init_fn = _IgnoreStopSignals(dataloader.worker_init_fn,
+                                                   _main_exiting)

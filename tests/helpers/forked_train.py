@@ -7,6 +7,7 @@ twenty times in seconds. The child is a real process: SIGKILL and SIGTERM
 reach it as they reach any training process.
 """
 import logging
+import multiprocessing.util
 import os
 import runpy
 import signal
@@ -22,20 +23,16 @@ TRAIN = ROOT / 'tools' / 'train.py'
 
 
 def start_train(args: Sequence[str], log: Path,
-                env: Optional[Dict[str, str]] = None,
-                own_group: bool = False) -> int:
+                env: Optional[Dict[str, str]] = None) -> int:
     """Fork; the child runs ``tools/train.py ARGS`` with its output appended
     to ``log`` and ends with the tool's exit code. Returns the child's
-    pid. ``own_group``: the child leads a process group of its own (with
-    its data workers), to be signalled as a whole with ``os.killpg``."""
+    pid."""
     import mmyolo_ext  # noqa: F401  (imported once, before the fork)
     pid = os.fork()
     if pid:
         return pid
     code = 1
     try:
-        if own_group:
-            os.setpgid(0, 0)
         out = os.open(str(log), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         os.dup2(out, 1)
         os.dup2(out, 2)
@@ -60,14 +57,28 @@ def start_train(args: Sequence[str], log: Path,
     except BaseException:  # noqa: B036  (reported in the log)
         traceback.print_exc()
     finally:
+        # what the interpreter's exit does for child processes (it ends and
+        # waits for the data workers); the test process's other exit
+        # handlers are not the child's to run
+        multiprocessing.util._exit_function()
         sys.stdout.flush()
         os._exit(code)
 
 
-def wait(pid: int) -> int:
-    """The child's exit code, or minus the signal that ended it."""
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+def wait(pid: int, timeout: float = 300) -> int:
+    """The child's exit code, or minus the signal that ended it; a child
+    still running after ``timeout`` seconds is killed and reported."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError(f'the run (pid {pid}) did not end within '
+                                 f'{timeout} s')
+        time.sleep(0.01)
 
 
 def run_train(args: Sequence[str], log: Path,

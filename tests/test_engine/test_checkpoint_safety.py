@@ -9,6 +9,8 @@ import errno
 import os
 import random
 import signal
+import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -17,7 +19,8 @@ import pytest
 import torch
 
 import mmyolo_ext  # noqa: F401  (registers our hook, weights-only loads)
-from helpers.forked_train import kill_after, run_train, start_train, wait
+from helpers.forked_train import (TRAIN, kill_after, run_train, start_train,
+                                  wait)
 from helpers.paths import ROOT, TOY
 from helpers.tools import load_tool
 from mmyolo_ext.engine import checkpoint_files
@@ -163,23 +166,36 @@ def test_sigterm_mid_epoch_saves_and_resumes_with_the_same_samples(
     iterations): the iteration ends, its checkpoint is written, the log
     says how to resume, exit 143. The resumed run skips the epoch's trained
     batches: every iteration sees the samples of the uninterrupted run,
-    once, and the end is bitwise the same. The signal goes to the whole
-    process group, data workers included, as SLURM sends it."""
+    once, and the end is bitwise the same. The run is a real
+    ``python tools/train.py`` process with a persistent data worker, and
+    the signal goes to its whole process group, as SLURM sends it: the
+    worker goes on until the main process has saved, and the process
+    exits (the interpreter's exit waits for the worker)."""
     cfg = toy_config(tmp_path, 'every5', dict(interval=5))
     with open(cfg, 'a') as f:
         f.write('train_dataloader = dict(num_workers=1, '
                 'persistent_workers=True)\n')
     work = tmp_path / 'work'
     log, order = tmp_path / 'log.txt', tmp_path / 'order.txt'
-    env = dict(TOY_ORDER_FILE=str(order))
-    pid = start_train([str(cfg), '--work-dir', str(work)], log, env,
-                      own_group=True)
-    deadline = time.monotonic() + 60
+    env = dict(os.environ, TOY_ORDER_FILE=str(order), OMP_NUM_THREADS='1',
+               PYTHONPATH=f'{TOY}{os.pathsep}{ROOT}')
+
+    def train(*extra: str) -> subprocess.Popen:
+        with open(log, 'a') as out:
+            return subprocess.Popen(
+                [sys.executable, str(TRAIN), str(cfg), '--work-dir',
+                 str(work), *extra],
+                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                start_new_session=True)
+
+    process = train()
+    deadline = time.monotonic() + 120
     while not order.exists() or len(order.read_text().splitlines()) < 11:
         assert time.monotonic() < deadline, log.read_text()[-3000:]
+        assert process.poll() is None, log.read_text()[-3000:]
         time.sleep(0.001)
-    os.killpg(pid, signal.SIGTERM)
-    assert wait(pid) == 143, log.read_text()[-3000:]
+    os.killpg(process.pid, signal.SIGTERM)
+    assert process.wait(timeout=60) == 143, log.read_text()[-3000:]
     stopped_at = len(order.read_text().splitlines())
     assert 11 <= stopped_at < 16  # inside epoch 2
     assert stopped_at % 5, 'stopped where a regular checkpoint was due'
@@ -190,8 +206,7 @@ def test_sigterm_mid_epoch_saves_and_resumes_with_the_same_samples(
     assert (work / 'last_checkpoint').read_text() == str(
         work / f'iter_{stopped_at}.pth')
 
-    assert run_train([str(cfg), '--work-dir', str(work), '--resume'], log,
-                     env) == 0, log.read_text()[-3000:]
+    assert train('--resume').wait(timeout=120) == 0, log.read_text()[-3000:]
     text = log.read_text()
     assert (f'skipping its {stopped_at - 8} already trained batches'
             in text)
