@@ -33,6 +33,10 @@ def yolov7_train_pipeline(hyp: dict,
     if missing:
         raise KeyError(f'hyp lacks {missing} (the official hyp keys: '
                        f'{", ".join(TRAIN_HYP_KEYS)})')
+    if hyp.get('copy_paste', 0):
+        raise NotImplementedError(
+            f"hyp copy_paste={hyp['copy_paste']}: the official copy_paste "
+            'is not implemented (every official hyp file has 0)')
     img_scale = tuple(img_scale)
     geometry = dict(
         type='YOLOv7MosaicPerspective',
