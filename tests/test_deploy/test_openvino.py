@@ -163,7 +163,7 @@ def test_int8_quantizes_the_body_keeps_head_and_decode_float(tiny):
     # (weights not trained, head calibrated to spread-out logits) is far
     # more sensitive to 8 bits than a trained one, so this only checks the
     # outputs follow the float ones; the INT8 mAP of the trained demo model
-    # is measured by benchmarks/openvino.py
+    # is measured by benchmarks/openvino_int8.py
     out = run_ir(tiny['files']['int8'], tiny['images'])
     ref = tiny['rows']
     assert np.isfinite(out).all()
