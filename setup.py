@@ -75,8 +75,11 @@ setup(
     ],
     extras_require={
         'tests': ['pytest', 'psutil'],
-        # tools/deployment/export_onnx.py, tools/test.py CONFIG model.onnx
-        'deploy': ['onnx>=1.15', 'onnxruntime>=1.17', 'onnxslim>=0.1.30'],
+        # tools/deployment/export_onnx.py, tools/test.py CONFIG model.onnx;
+        # tools/deployment/export_openvino.py (FP32/FP16, INT8 by NNCF),
+        # tools/test.py CONFIG model.xml
+        'deploy': ['onnx>=1.15', 'onnxruntime>=1.17', 'onnxslim>=0.1.30',
+                   'openvino>=2024.4', 'nncf>=2.13'],
     },
     classifiers=[
         'License :: OSI Approved :: GNU General Public License v3 (GPLv3)',

@@ -114,12 +114,12 @@ fi
 
 # ---- the rest of the stack and mmyolo_ext -----------------------------------------
 if "$PY" - "$ROOT" <<'PYEOF' 2>/dev/null; then
-import sys, mmyolo_ext, mmyolo, mmdet, pycocotools, pytest, psutil, onnx, onnxruntime, onnxslim
+import sys, mmyolo_ext, mmyolo, mmdet, pycocotools, pytest, psutil, onnx, onnxruntime, onnxslim, openvino, nncf
 assert mmyolo_ext.__file__.startswith(sys.argv[1])  # editable, this checkout
 PYEOF
   say "OpenMMLab stack and mmyolo_ext already installed"
 else
-  say "installing mmengine, mmdet, mmyolo, pycocotools, onnx, onnxruntime and mmyolo_ext (editable)"
+  say "installing mmengine, mmdet, mmyolo, pycocotools, onnx, onnxruntime, openvino, nncf and mmyolo_ext (editable)"
   "${PIP[@]}" install -q --no-build-isolation -e "$ROOT[tests,deploy]" \
     || die "could not install mmengine/mmdet/mmyolo/pycocotools or mmyolo_ext (pip's message above)"
 fi
