@@ -257,3 +257,17 @@ def test_train_and_val_pipelines_run(arch, tmp_path):
     stride = max(MODELS[arch][2])
     side = -(-(size // stride + 0.5) // 1) * stride
     assert tuple(sample['inputs'].shape[1:]) == (side, side)
+
+
+def test_pipeline_builder_refuses_what_it_cannot_build():
+    """A hyp without one of the keys the pipeline reads, or with the
+    official copy_paste on (not implemented), is refused by name."""
+    from mmyolo_ext.datasets.transforms.recipe_pipelines import \
+        yolov7_train_pipeline
+    hyp = dict(HYP['p5'], **COMMON_HYP)
+    assert yolov7_train_pipeline(hyp, (640, 640))[0]['scale'] == 0.9
+    with pytest.raises(KeyError, match='fliplr'):
+        yolov7_train_pipeline(
+            {k: v for k, v in hyp.items() if k != 'fliplr'}, (640, 640))
+    with pytest.raises(NotImplementedError, match='copy_paste=0.1'):
+        yolov7_train_pipeline(dict(hyp, copy_paste=0.1), (640, 640))
