@@ -46,8 +46,8 @@ def iou_of_sides(low1: Tuple[Tensor, Tensor], high1: Tuple[Tensor, Tensor],
     """
     inter = None
     for lo1, hi1, lo2, hi2 in zip(low1, high1, low2, high2):
-        side = torch.minimum(hi1, hi2).sub_(torch.maximum(lo1,
-                                                         lo2)).clamp_(min=0)
+        side = torch.minimum(hi1, hi2).sub_(torch.maximum(lo1, lo2))
+        side = side.clamp_(min=0)
         inter = side if inter is None else inter.mul_(side)
     union = (area1 + area2).sub_(inter)
     union = union.clamp_(min=union_eps if union_eps > 0 else

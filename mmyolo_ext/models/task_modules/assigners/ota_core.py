@@ -350,8 +350,8 @@ class GridAssignerBase:
         p_j)`` at the target class ``j``; ``delta`` is returned as a function
         of (candidate index, class), evaluated only where needed.
         """
-        stride = rows.new_tensor(strides).index_select(0, cands.level)[:,
-                                                                        None]
+        stride = rows.new_tensor(strides).index_select(0,
+                                                       cands.level)[:, None]
         anchor = anchors_grid.view(-1, 2).index_select(
             0, cands.level * anchors_grid.size(1) + cands.anchor)
         grid = torch.stack([cands.grid_x, cands.grid_y], 1)
