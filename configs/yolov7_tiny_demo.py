@@ -140,9 +140,10 @@ model = dict(
             obj_gain=hyp['obj'],
             cls_gain=hyp['cls'],
             scale_gains=False,  # the hyp's gains as given (see the header)
-            nominal_img_size=img_scale[0],
-            assigner=dict(type='SimOTAAssigner' if hyp['loss_ota'] else
-                          'YOLOv5Assigner'))))
+            nominal_img_size=img_scale[0])),
+    train_cfg=dict(
+        assigner=dict(type='SimOTAAssigner' if hyp['loss_ota'] else
+                      'YOLOv5Assigner')))
 
 optim_wrapper = dict(
     type=('AmpSummedAccumulationOptimWrapper' if

@@ -124,10 +124,11 @@ recipe_model = dict(
             box_gain=hyp['box'],
             cls_gain=hyp['cls'],
             obj_gain=hyp['obj'],
-            nominal_img_size=img_scale[0],
-            assigner=dict(type='SimOTAAssigner' if (
-                load_from is not None if ota is None else ota) else
-                          'YOLOv5Assigner'))))
+            nominal_img_size=img_scale[0])),
+    train_cfg=dict(
+        assigner=dict(type='SimOTAAssigner' if (
+            load_from is not None if ota is None else ota) else
+                      'YOLOv5Assigner')))
 
 adam_lr = 0.001
 optim_wrapper = dict(

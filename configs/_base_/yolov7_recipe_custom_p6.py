@@ -27,10 +27,8 @@ val_dataloader = dict(
             img_size=img_scale[0], size_divisor=size_divisor)))
 test_dataloader = val_dataloader
 recipe_model = dict(
-    bbox_head=dict(
-        loss=dict(
-            nominal_img_size=img_scale[0],
-            assigner=dict(type='SimOTAAssigner'))))
+    bbox_head=dict(loss=dict(nominal_img_size=img_scale[0])),
+    train_cfg=dict(assigner=dict(type='SimOTAAssigner')))
 custom_hooks = [
     dict(h, img_size=img_scale) if h.type == 'AutoAnchorHook' else h
     for h in _base_.custom_hooks

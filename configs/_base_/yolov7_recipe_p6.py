@@ -51,6 +51,7 @@ recipe_model = dict(
             box_gain=hyp['box'],
             cls_gain=hyp['cls'],
             obj_gain=hyp['obj'],
-            nominal_img_size=img_scale[0],
-            assigner=dict(type='SimOTAAssigner' if hyp['loss_ota'] else
-                          'YOLOv5Assigner'))))
+            nominal_img_size=img_scale[0])),
+    train_cfg=dict(
+        assigner=dict(type='SimOTAAssigner' if hyp['loss_ota'] else
+                      'YOLOv5Assigner')))

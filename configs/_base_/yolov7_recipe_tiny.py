@@ -35,6 +35,7 @@ recipe_model = dict(
         loss=dict(
             box_gain=hyp['box'],
             cls_gain=hyp['cls'],
-            obj_gain=hyp['obj'],
-            assigner=dict(type='SimOTAAssigner' if hyp['loss_ota'] else
-                          'YOLOv5Assigner'))))
+            obj_gain=hyp['obj'])),
+    train_cfg=dict(
+        assigner=dict(type='SimOTAAssigner' if hyp['loss_ota'] else
+                      'YOLOv5Assigner')))

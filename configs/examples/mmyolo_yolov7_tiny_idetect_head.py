@@ -38,4 +38,6 @@ model = dict(
             box_gain=0.05,
             obj_gain=1.0,
             cls_gain=0.5,
-            nominal_img_size=_base_.img_scale[0])))
+            nominal_img_size=_base_.img_scale[0])),
+    # the assigners (handed to the head as its train_cfg): the official OTA
+    train_cfg=dict(assigner=dict(type='SimOTAAssigner')))

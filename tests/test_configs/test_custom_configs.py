@@ -184,7 +184,8 @@ def test_small_data_accumulation_and_warmup(batch, options, accumulate,
 def test_ota_when_fine_tuning_unless_forced(options, assigner, yolo_data):
     cfg = load_config(str(CONFIGS['tiny']),
                       dict(data_yaml=yolo_data['one'], **options))
-    assert cfg.model.bbox_head.loss.assigner.type == assigner
+    assert cfg.model.train_cfg.assigner.type == assigner
+    assert 'assigner' not in cfg.model.bbox_head.loss
     assert cfg.optim_wrapper.optimizer.type == 'Adam'  # the official --adam
     assert cfg.default_hooks.param_scheduler.warmup_bias_lr == \
         cfg.optim_wrapper.optimizer.lr

@@ -174,9 +174,11 @@ def test_model_and_loss_match_official(arch):
     # the official rules scale the hyp gains for nc, levels, image size
     assert loss.get('scale_gains', True) is True
     assert loss.nominal_img_size == size
-    # hyp loss_ota: 1 (the loss's default assigner is OTA's)
-    assert loss.get('assigner', dict(type='SimOTAAssigner'))['type'] == (
-        'SimOTAAssigner')
+    # hyp loss_ota: 1: the lead assigner is OTA's, set where mmdet sets
+    # assigners (model.train_cfg, the head's train_cfg), not in the loss
+    assert 'assigner' not in loss and 'aux_assigner' not in loss
+    assert cfg.model.train_cfg.assigner.type == 'SimOTAAssigner'
+    assert cfg.model.train_cfg.aux_assigner.type == 'V7AuxAssigner'
     assert tuple(cfg.img_scale) == (size, size)
     assert 'input_size' not in cfg  # one name for the input size
     assert cfg.model.data_preprocessor.type == 'YOLOv5DetDataPreprocessor'

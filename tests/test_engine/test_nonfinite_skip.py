@@ -16,8 +16,8 @@ from mmengine.runner import Runner
 import mmyolo_ext  # noqa: F401
 from mmyolo_ext.engine.hooks import OptimStepEMAHook
 from mmyolo_ext.engine.optimizers import SummedAccumulationOptimWrapper
-from mmyolo_ext.engine.optimizers.nonfinite_step_guard import (
-    note_batch_files, note_nonfinite_loss_terms)
+from mmyolo_ext.engine.optimizers.nonfinite_step_guard import \
+    note_batch_files
 from helpers.tiny_demo import tiny_demo_cfg
 
 
@@ -27,8 +27,16 @@ class Net(nn.Module):
         super().__init__()
         self.linear = nn.Linear(3, 2)
 
-    def forward(self, x):
-        return self.linear(x)
+    def forward(self, x, nan_loss=False):
+        """A loss dict, as a detector's in ``mode='loss'``: the loss and
+        the log variable of a loss module's non-finite terms ``(heads,
+        levels)``, here level 1's objectness when ``nan_loss``."""
+        loss = self.linear(x).square().mean()
+        nonfinite_obj = torch.zeros(1, 3)
+        if nan_loss:
+            loss = loss * float('nan')
+            nonfinite_obj[0, 1] = float('nan')
+        return dict(loss=loss, nonfinite_obj=nonfinite_obj)
 
 
 def guarded(accumulate, **kwargs):
@@ -61,14 +69,12 @@ def same(a, b):
 
 
 def iterate(net, wrapper, ema, runner, nan_loss=False, nan_grad=False):
-    """One training iteration: batch files posted, forward, the loss terms
-    a loss module would report, update, EMA hook."""
+    """One training iteration as MMEngine's train_step runs it: batch files
+    posted, forward in the wrapper's context, update, EMA hook."""
     note_batch_files([f'it{wrapper._inner_count + 1}_{i}.jpg'
                       for i in range(2)])
-    loss = net(torch.ones(2, 3)).square().mean()
-    if nan_loss:
-        note_nonfinite_loss_terms(['loss_obj (level 1) = nan'])
-        loss = loss * float('nan')
+    with wrapper.optim_context(net):
+        loss = net(torch.ones(2, 3), nan_loss)['loss']
     if nan_grad:  # a finite loss whose gradient is not
         net.linear.weight.register_hook(lambda g: g * float('inf'))
     wrapper.update_params(loss)

@@ -304,10 +304,11 @@ def test_amp_keeps_summed_accumulation():
     for name in ('scale_loss', 'should_update', 'should_sync',
                  'initialize_count_status'):
         assert getattr(amp, name) is getattr(summed, name), name
-    assert amp.optim_context is AmpOptimWrapper.optim_context
-    # backward, step and the state dicts go through ours first (backward
-    # and step through the non-finite step guard), then AMP's
+    # optim_context, backward, step and the state dicts go through ours
+    # first (the context, backward and step through the non-finite step
+    # guard, which reads the loss dict), then AMP's (autocast)
     mro = amp.__mro__
+    assert amp.optim_context is NonFiniteStepGuard.optim_context
     assert amp.backward is NonFiniteStepGuard.backward
     assert mro.index(summed) < mro.index(NonFiniteStepGuard) < mro.index(
         AmpOptimWrapper)

@@ -136,7 +136,7 @@ def test_zero_size_boxes_never_give_nan():
                             [1, 2, 0.6, 0.6, 0.0, 0.0],
                             [1, 2, 0.4, 0.6, 0.3, 0.2]])
     out = loss_module(preds, targets, (128, 128))
-    total = sum(out.values())
+    total = sum(v for k, v in out.items() if 'loss' in k)
     total.backward()
     assert torch.isfinite(total)
     assert all(torch.isfinite(p.grad).all() for p in preds)
@@ -170,22 +170,67 @@ def test_bad_prediction_shapes_raise():
         loss_module(preds, torch.zeros(0, 6), (128, 128))
 
 
+NONFINITE_KEYS = ['nonfinite_box', 'nonfinite_cls', 'nonfinite_obj']
+
+
 def test_non_finite_loss_term_is_reported_with_term_and_level():
-    """A non-finite term does not raise: the loss returns it and reports
-    term, head and level to the optimizer wrapper, which skips the step."""
-    from mmengine.logging import MessageHub
+    """A non-finite term does not raise: the loss returns it, and in log
+    variables (keys without 'loss': MMEngine's parse_losses leaves them out
+    of the total) the non-finite terms per head and level, which the
+    optimizer wrapper names when it skips the step."""
+    from mmengine.model import BaseModel
 
     from mmyolo_ext.engine.optimizers.nonfinite_step_guard import \
-        NONFINITE_TERMS_KEY
-    hub = MessageHub.get_current_instance()
-    hub.update_info(NONFINITE_TERMS_KEY, [], resumed=False)
+        nonfinite_terms
     loss_module = p5_loss()
     preds = [p.detach().clone() for p in p5_preds()]
+    healthy = loss_module(preds, torch.zeros(0, 6), (128, 128))
+    assert sorted(k for k in healthy if 'loss' not in k) == NONFINITE_KEYS
+    for key in NONFINITE_KEYS:  # (heads, levels), 0 where finite
+        assert torch.equal(healthy[key], torch.zeros(1, 3))
+    total, log_vars = BaseModel.parse_losses(None, healthy)
+    assert total == healthy['loss_box'] + healthy['loss_obj'] + healthy[
+        'loss_cls']
+    assert set(NONFINITE_KEYS) <= set(log_vars)  # logged
+
     preds[2][0, 0, 0, 0, 4] = float('nan')
     out = loss_module(preds, torch.zeros(0, 6), (128, 128))
     assert torch.isnan(out['loss_obj'])
     assert torch.isfinite(out['loss_box']) and torch.isfinite(out['loss_cls'])
-    assert hub.get_info(NONFINITE_TERMS_KEY) == ['loss_obj (level 2) = nan']
+    assert not any(out[key].requires_grad for key in NONFINITE_KEYS)
+    assert [term for key in NONFINITE_KEYS
+            for term in nonfinite_terms(key, out[key])] == [
+                'loss_obj (level 2) = nan']
+
+
+def test_head_builds_its_assigners_from_train_cfg():
+    """As mmdet heads: the detector's train_cfg becomes the head's, whose
+    assigners (TASK_UTILS, our names in any scope) the loss uses; the old
+    place (bbox_head.loss.assigner) and a bbox_head.train_cfg (which mmdet
+    would overwrite) are refused naming model.train_cfg."""
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+
+    from helpers.paths import ROOT
+    from mmyolo_ext.models.task_modules.assigners import (V7AuxAssigner,
+                                                          YOLOv5Assigner)
+    cfg = Config.fromfile(
+        str(ROOT / 'configs/_base_/models/yolov7_tiny.py')).model
+    cfg.train_cfg.assigner = dict(type='YOLOv5Assigner', anchor_t=3.0)
+    with DefaultScope.overwrite_default_scope('mmyolo'):
+        head = MODELS.build(cfg).bbox_head
+    assert head.train_cfg.assigner.type == 'YOLOv5Assigner'
+    assert type(head.loss_module.assigner) is YOLOv5Assigner
+    assert head.loss_module.assigner.anchor_t == 3.0
+    assert type(head.loss_module.aux_assigner) is V7AuxAssigner
+    old = cfg.copy()
+    old.bbox_head.loss.assigner = dict(type='SimOTAAssigner')
+    with pytest.raises(ValueError, match='model.train_cfg.assigner'):
+        MODELS.build(old)
+    inner = cfg.copy()
+    inner.bbox_head.train_cfg = inner.pop('train_cfg')
+    with pytest.raises(ValueError, match='assigners in model.train_cfg'):
+        MODELS.build(inner)
 
 
 def test_yolov5_assigner_matches_every_candidate():
@@ -246,7 +291,7 @@ def test_crowded_batch_stays_within_memory_bound():
     def call():
         with torch.no_grad():
             out = loss_module(preds, targets, (640, 640))
-        assert all(torch.isfinite(v) for v in out.values())
+        assert all(torch.isfinite(v).all() for v in out.values())
 
     assert _peak_extra_mb_in_child(call) < 2048
 

@@ -165,7 +165,7 @@ def check_assign_memory(device: torch.device, args) -> str:
         out = loss(preds, data['targets'], data['input_hw'])
     torch.cuda.synchronize()
     peak = (torch.cuda.max_memory_allocated() - base) / 2**30
-    if not all(torch.isfinite(v) for v in out.values()):
+    if not all(torch.isfinite(v).all() for v in out.values()):
         raise AssertionError('non-finite loss')
     if peak > args.assign_mem_gib:
         raise AssertionError(f'peak {peak:.2f} GiB > {args.assign_mem_gib}')

@@ -31,9 +31,15 @@ model = dict(
             base_sizes=anchors,
             strides=strides),
         bbox_coder=dict(type='YOLOv5BBoxCoder'),
-        # the hyp's gains, loss_ota and input size come from the recipe
-        # (its hyp_loss); the loss's defaults are hyp.scratch.p5's at 640
+        # the hyp's gains and input size come from the recipe (its
+        # recipe_model); the loss's defaults are hyp.scratch.p5's at 640
         loss=dict(type='ComputeLossOTA')),
+    # the assigners, which the detector hands to the head as its train_cfg
+    # (the recipe picks the lead's from the hyp's loss_ota): the lead
+    # head's and the auxiliary head's (used by the P6 models' aux head)
+    train_cfg=dict(
+        assigner=dict(type='SimOTAAssigner'),
+        aux_assigner=dict(type='V7AuxAssigner')),
     # the official evaluation settings
     test_cfg=dict(
         multi_label=True,

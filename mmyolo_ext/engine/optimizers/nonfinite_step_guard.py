@@ -1,28 +1,40 @@
 """Optimizer steps skipped, not applied, when the loss or the gradients are
 not finite."""
 import logging
-from typing import List, Optional, Sequence, Tuple
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as torch_dist
+import torch.nn as nn
 from mmengine.dist import get_world_size
 from mmengine.logging import MessageHub, MMLogger, print_log
 
-# Runtime-info keys of the message hub (never saved in checkpoints).
-NONFINITE_TERMS_KEY = 'nonfinite_loss_terms'  # posted by the loss
+# Runtime-info key of the message hub (never saved in checkpoints).
 BATCH_FILES_KEY = 'train_batch_files'  # posted by BatchFilesHook
 
 _SKIP_COUNTS_KEY = 'nonfinite_skips'  # in the wrapper's state dict
 
+# A loss dict's log variable ``nonfinite_<term>`` (e.g. ``ComputeLossOTA``'s
+# ``nonfinite_obj``) is a ``(heads, levels)`` or ``(levels,)`` tensor: the
+# value of term ``loss_<term>`` per head (0 the lead, 1 the auxiliary) and
+# level where it is not finite, 0 where it is.
+NONFINITE_PREFIX = 'nonfinite_'
 
-def note_nonfinite_loss_terms(terms: Sequence[str]) -> None:
-    """Record which loss terms were not finite in this forward pass (e.g.
-    ``'loss_box (level 2) = nan'``), for the message of a skipped step."""
-    hub = MessageHub.get_current_instance()
-    hub.update_info(
-        NONFINITE_TERMS_KEY,
-        list(hub.get_info(NONFINITE_TERMS_KEY, [])) + list(terms),
-        resumed=False)
+
+def nonfinite_terms(name: str, report: torch.Tensor) -> List[str]:
+    """The non-finite entries of a loss dict's ``nonfinite_<term>`` log
+    variable, e.g. ``['loss_obj (level 1) = nan']`` (one host
+    synchronisation)."""
+    term = 'loss_' + name[len(NONFINITE_PREFIX):]
+    report = report.detach().float().cpu()
+    if report.dim() < 2:
+        report = report.reshape(1, -1)  # one head
+    return [
+        f'{term} ({"auxiliary head, " if head else ""}level {level}) = '
+        f'{report[head, level].item()}'
+        for head, level in torch.nonzero(~torch.isfinite(report)).tolist()
+    ]
 
 
 def note_batch_files(files: Sequence[str]) -> None:
@@ -44,9 +56,11 @@ class NonFiniteStepGuard:
     optimizer step whose loss or gradients are not finite is skipped.
 
     Each backward pass notes (without a host synchronisation) whether its
-    loss was finite, the loss terms the loss module reported as not finite
-    (:func:`note_nonfinite_loss_terms`) and the image files of the batch
-    (:func:`note_batch_files`, posted by :class:`BatchFilesHook`). At the
+    loss was finite, the ``nonfinite_<term>`` log variables of the loss
+    dict of the forward pass run in :meth:`optim_context` (see
+    :data:`NONFINITE_PREFIX`; read only when a step is skipped) and the
+    image files of the batch (:func:`note_batch_files`, posted by
+    :class:`BatchFilesHook`). At the
     step, one flag (non-finite loss in any backward pass since the last
     step, or, without a loss scaler, a non-finite gradient) is reduced over
     the processes, so that every process skips the same steps. A skipped
@@ -78,7 +92,9 @@ class NonFiniteStepGuard:
         self.skipped_steps = 0
         self.consecutive_skips = 0
         self._window_bad: Optional[torch.Tensor] = None
-        self._window_terms: List[Tuple[int, str]] = []
+        # (iteration, log variable name, its tensor)
+        self._window_terms: List[Tuple[int, str, torch.Tensor]] = []
+        self._forward_terms: Dict[str, torch.Tensor] = {}
         self._window_files: List[Tuple[int, List[str]]] = []
         self._optimizer_stepped = False
         self.optimizer.register_step_post_hook(self._note_optimizer_step)
@@ -86,14 +102,34 @@ class NonFiniteStepGuard:
     def _note_optimizer_step(self, optimizer, args, kwargs) -> None:
         self._optimizer_stepped = True
 
+    @contextmanager
+    def optim_context(self, model: nn.Module) -> Iterator[None]:
+        """The wrapper's context, in which the training step's forward pass
+        runs; the model's loss dict is read for its ``nonfinite_<term>``
+        log variables."""
+        handle = model.register_forward_hook(self._read_loss_dict)
+        try:
+            with super().optim_context(model):
+                yield
+        finally:
+            handle.remove()
+
+    def _read_loss_dict(self, module, args, outputs) -> None:
+        if isinstance(outputs, dict):
+            self._forward_terms.update(
+                (key, value.detach()) for key, value in outputs.items()
+                if key.startswith(NONFINITE_PREFIX)
+                and isinstance(value, torch.Tensor))
+
     def backward(self, loss: torch.Tensor, **kwargs) -> None:
         bad = ~torch.isfinite(loss.detach())
         self._window_bad = bad if self._window_bad is None else (
             self._window_bad | bad)
         super().backward(loss, **kwargs)
         iteration = self._inner_count  # 1-based, as the log lines count
-        self._window_terms += [(iteration, term)
-                               for term in _take_info(NONFINITE_TERMS_KEY)]
+        self._window_terms += [(iteration, name, report)
+                               for name, report in self._forward_terms.items()]
+        self._forward_terms = {}
         self._window_files.append((iteration, _take_info(BATCH_FILES_KEY)))
 
     def step(self, **kwargs) -> None:
@@ -173,7 +209,8 @@ class NonFiniteStepGuard:
         span = (f'iteration {iterations[-1]}' if len(iterations) == 1 else
                 f'iterations {iterations[0]}-{iterations[-1]}')
         terms = '; '.join(f'iteration {it}: {term}'
-                          for it, term in self._window_terms) or (
+                          for it, name, report in self._window_terms
+                          for term in nonfinite_terms(name, report)) or (
                               'none reported by the loss')
         files = '; '.join(
             f'iteration {it}: {", ".join(names)}'

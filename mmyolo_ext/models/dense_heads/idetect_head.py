@@ -14,6 +14,10 @@ from mmyolo.registry import TASK_UTILS as MMYOLO_TASK_UTILS
 from torch import Tensor
 
 from mmyolo_ext.registry import MODELS
+from ..losses.compute_loss_ota import build_assigner
+
+# the train_cfg keys of the assigners handed to the loss
+_ASSIGNER_KEYS = ('assigner', 'aux_assigner')
 
 
 @MODELS.register_module()
@@ -39,7 +43,8 @@ class IDetectHead(BaseDenseHead):
     the priors, the decoding and the loss read each time they run.
 
     The loss is a separate module (``loss``, e.g. ``ComputeLossOTA``) built
-    with ``num_classes`` and ``strides`` from this head; it receives the maps
+    with ``num_classes`` and ``strides`` from this head and the assigners
+    built from ``train_cfg``; it receives the maps
     as ``(bs, na, ny, nx, 5 + nc)`` tensors (lead, then auxiliary levels),
     the ground truths as ``(n, 6)`` rows ``[image, class, cx, cy, w, h]``
     normalized by the batch input width and height, the batch input
@@ -53,7 +58,12 @@ class IDetectHead(BaseDenseHead):
         bbox_coder (dict): Box coder config.
         loss (dict, optional): Loss module config; None for a head that is
             only used for inference.
-        train_cfg (dict, optional): Training config (unused).
+        train_cfg (dict, optional): Training config: ``assigner`` (lead
+            head) and ``aux_assigner`` (auxiliary head), TASK_UTILS configs
+            built here and handed to the loss (plain type names are ours,
+            whatever the default scope); the loss's defaults,
+            ``SimOTAAssigner`` and ``V7AuxAssigner``, where absent. The
+            detector passes its ``train_cfg`` here.
         test_cfg (dict, optional): Post-processing config of
             :meth:`predict_by_feat` (MMYOLO's keys: ``multi_label``,
             ``score_thr``, ``nms_pre``, ``nms``, ``max_per_img``).
@@ -112,11 +122,25 @@ class IDetectHead(BaseDenseHead):
 
         self.loss_module = None
         if loss is not None:
+            moved = [key for key in _ASSIGNER_KEYS if key in loss]
+            if moved:
+                raise ValueError(
+                    f'bbox_head.loss.{moved[0]} has moved to '
+                    f'model.train_cfg.{moved[0]} (the detector hands '
+                    'model.train_cfg to the head as its train_cfg, which '
+                    'builds the assigners, as mmdet heads do)')
+            # the loss's defaults (SimOTA, V7Aux) for those not given
+            assigners = {
+                key: build_assigner(cfg)
+                for key, cfg in (train_cfg or {}).items()
+                if key in _ASSIGNER_KEYS
+            }
             self.loss_module = MODELS.build(
                 loss,
                 default_args=dict(
                     num_classes=self.num_classes,
-                    strides=self.featmap_strides))
+                    strides=self.featmap_strides,
+                    **assigners))
 
     @property
     def anchors(self) -> List[List[List[float]]]:

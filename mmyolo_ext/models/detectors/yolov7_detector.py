@@ -28,6 +28,10 @@ class YOLOv7Detector(YOLODetector):
     loss, prediction and evaluation stay eager). Neither changes the
     parameter names or the results beyond float rounding.
 
+    As in mmdet, ``train_cfg`` (the assigners) becomes the head's
+    ``train_cfg``; a ``bbox_head.train_cfg`` of its own, which mmdet would
+    overwrite, is refused with a message naming ``model.train_cfg``.
+
     Args:
         use_syncbn (bool): Convert to SyncBatchNorm in multi-GPU runs.
             Defaults to True.
@@ -44,6 +48,14 @@ class YOLOv7Detector(YOLODetector):
                  channels_last: bool = False,
                  compile_convs: CompileCfg = False,
                  **kwargs) -> None:
+        head_train_cfg = (kwargs.get('bbox_head') or {}).get('train_cfg')
+        if head_train_cfg is not None and head_train_cfg != kwargs.get(
+                'train_cfg'):
+            # mmdet's detector would replace it silently
+            raise ValueError(
+                'set the assigners in model.train_cfg, not in '
+                'model.bbox_head.train_cfg: the detector hands its train_cfg '
+                f'to the head (got bbox_head.train_cfg={head_train_cfg})')
         on_gpus = torch.cuda.is_available()
         super().__init__(*args, use_syncbn=use_syncbn and on_gpus, **kwargs)
         if use_syncbn and not on_gpus and get_world_size() > 1:

@@ -1,6 +1,6 @@
 """YOLOv7 loss: CIoU box, IoU-targeted objectness and one-hot class BCE on
 the cells chosen by a grid assigner (OTA by default)."""
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -8,8 +8,6 @@ from mmengine.model import BaseModule
 from mmengine.registry import DefaultScope
 from torch import Tensor
 
-from mmyolo_ext.engine.optimizers.nonfinite_step_guard import \
-    note_nonfinite_loss_terms
 from mmyolo_ext.registry import MODELS, SCOPE, TASK_UTILS
 from ..float32_region import float32_region
 from ..task_modules.assigners.ota_core import GridCells, gather_cells
@@ -18,6 +16,16 @@ from .dense_objectness import rows_and_objectness
 
 # Objectness weight of each level, by number of levels (official values).
 _DEFAULT_OBJ_LEVEL_WEIGHTS = {3: [4.0, 1.0, 0.4], 4: [4.0, 1.0, 0.25, 0.06]}
+
+
+def build_assigner(cfg: Union[dict, object]) -> object:
+    """An assigner from its TASK_UTILS config (returned as is when already
+    built); plain type names are ours whatever the caller's default scope
+    (under 'mmdet', 'SimOTAAssigner' would be MMDetection's)."""
+    if not isinstance(cfg, dict):
+        return cfg
+    with DefaultScope.overwrite_default_scope(SCOPE):
+        return TASK_UTILS.build(cfg)
 
 
 @MODELS.register_module()
@@ -54,8 +62,9 @@ class ComputeLossOTA(BaseModule):
     ``obj *= (nominal_img_size / 640) ** 2 * 3 / nl``; with
     ``scale_gains=False`` they are used as given.
 
-    Setting ``assigner=dict(type='YOLOv5Assigner')`` gives the reference's
-    non-OTA ``ComputeLoss`` (every candidate cell is a match).
+    The assigners are built by :class:`IDetectHead` from its ``train_cfg``
+    (``assigner``, ``aux_assigner``); ``assigner=YOLOv5Assigner`` gives the
+    reference's non-OTA ``ComputeLoss`` (every candidate cell is a match).
 
     Predictions of any strides are accepted. The cheapest is the zero-copy
     view of a convolution output, ``x.view(bs, na, 5 + nc, ny, nx).permute(0,
@@ -83,9 +92,12 @@ class ComputeLossOTA(BaseModule):
         obj_level_weights (Sequence[float], optional): Objectness weight per
             level; default ``[4, 1, 0.4]`` (3 levels), ``[4, 1, 0.25, 0.06]``
             (4 levels).
-        assigner (dict): Config of the lead-head assigner (TASK_UTILS; plain
-            type names are looked up in the ``mmyolo_ext`` scope first).
-        aux_assigner (dict): Config of the auxiliary-head assigner.
+        assigner (dict | object): The lead-head assigner, built (the head
+            passes the one of its ``train_cfg``) or its config (TASK_UTILS;
+            plain type names are looked up in the ``mmyolo_ext`` scope
+            first). Defaults to ``SimOTAAssigner``.
+        aux_assigner (dict | object): The auxiliary-head assigner, built or
+            its config. Defaults to ``V7AuxAssigner``.
         aux_weight (float): Weight of the auxiliary head's terms.
         aux_lead_topk (int): Dynamic-k top-k of the lead assignment when an
             auxiliary head is given.
@@ -107,8 +119,9 @@ class ComputeLossOTA(BaseModule):
                  scale_gains: bool = True,
                  nominal_img_size: int = 640,
                  obj_level_weights: Optional[Sequence[float]] = None,
-                 assigner: dict = dict(type='SimOTAAssigner'),
-                 aux_assigner: dict = dict(type='V7AuxAssigner'),
+                 assigner: Union[dict, object] = dict(type='SimOTAAssigner'),
+                 aux_assigner: Union[dict,
+                                     object] = dict(type='V7AuxAssigner'),
                  aux_weight: float = 0.25,
                  aux_lead_topk: int = 20,
                  label_smoothing: float = 0.0,
@@ -142,11 +155,8 @@ class ComputeLossOTA(BaseModule):
         self.default_anchors = None
         if anchors is not None:
             self.default_anchors = self._checked_anchors(anchors)
-        # plain names are ours whatever the caller's default scope (under
-        # 'mmdet', 'SimOTAAssigner' would be MMDetection's)
-        with DefaultScope.overwrite_default_scope(SCOPE):
-            self.assigner = TASK_UTILS.build(assigner)
-            self.aux_assigner = TASK_UTILS.build(aux_assigner)
+        self.assigner = build_assigner(assigner)
+        self.aux_assigner = build_assigner(aux_assigner)
         self.aux_weight = aux_weight
         self.aux_lead_topk = aux_lead_topk
 
@@ -184,10 +194,12 @@ class ComputeLossOTA(BaseModule):
 
         Returns:
             dict: ``loss_box``, ``loss_obj``, ``loss_cls`` (gain- and
-            batch-size-scaled); with ``return_assignment``, ``assignment``:
-            per level a dict of int64 tensors ``image, anchor, grid_y,
-            grid_x, target`` (``target`` = row of ``targets``), and with an
-            auxiliary head ``assignment_aux``.
+            batch-size-scaled); the log variables ``nonfinite_box``,
+            ``nonfinite_obj``, ``nonfinite_cls`` (see
+            :meth:`_nonfinite_report`); with ``return_assignment``,
+            ``assignment``: per level a dict of int64 tensors ``image,
+            anchor, grid_y, grid_x, target`` (``target`` = row of
+            ``targets``), and with an auxiliary head ``assignment_aux``.
         """
         if anchors is None:
             if self.default_anchors is None:
@@ -240,7 +252,6 @@ class ComputeLossOTA(BaseModule):
         box, obj, cls = self._level_terms(preds, head_cells, head_rows,
                                           torch.cat(dense_obj), targets,
                                           anchors_grid)
-        self._note_nonfinite(box, obj, cls)
         head_weight = box.new_tensor([1.0, self.aux_weight][:len(head_cells)])
         obj_weight = head_weight[:, None] * box.new_tensor(
             self.obj_level_weights)
@@ -250,6 +261,7 @@ class ComputeLossOTA(BaseModule):
             loss_obj=(obj * obj_weight).sum() * (self.obj_gain * batch_size),
             loss_cls=(cls * head_weight[:, None]).sum() *
             (self.cls_gain * batch_size))
+        losses.update(self._nonfinite_report(box, obj, cls))
         if return_assignment:
             losses['assignment'] = lead_cells.split_levels(nl)
             if with_aux:
@@ -399,16 +411,21 @@ class ComputeLossOTA(BaseModule):
         return targets
 
     @staticmethod
-    def _note_nonfinite(box: Tensor, obj: Tensor, cls: Tensor) -> None:
-        """Report every non-finite loss term with its head and level (one
-        host synchronisation) to the optimizer wrapper, which skips the step
-        (:class:`NonFiniteStepGuard`)."""
+    def _nonfinite_report(box: Tensor, obj: Tensor,
+                          cls: Tensor) -> Dict[str, Tensor]:
+        """Log variables that say which terms are not finite, without a host
+        synchronisation: ``nonfinite_box``, ``nonfinite_obj`` and
+        ``nonfinite_cls``, each ``(heads, levels)`` (head 0 the lead, 1 the
+        auxiliary), the unweighted term where it is not finite and 0 where
+        it is (so the logged mean is 0 on a healthy step).
+
+        Their keys hold no ``'loss'``: MMEngine's ``parse_losses`` logs them
+        but leaves them out of the total. The optimizer wrapper reads them
+        to name the terms of a skipped step (``NonFiniteStepGuard``).
+        """
         terms = torch.stack([box, obj, cls]).detach()  # (3, heads, nl)
-        bad = ~torch.isfinite(terms)
-        if bool(bad.any()):
-            note_nonfinite_loss_terms([
-                f'loss_{("box", "obj", "cls")[term]} '
-                f'({"auxiliary head, " if head else ""}level {level}) = '
-                f'{terms[term, head, level].item()}'
-                for term, head, level in torch.nonzero(bad).tolist()
-            ])
+        report = terms.masked_fill(torch.isfinite(terms), 0.0)
+        return dict(
+            nonfinite_box=report[0],
+            nonfinite_obj=report[1],
+            nonfinite_cls=report[2])
