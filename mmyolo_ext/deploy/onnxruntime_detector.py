@@ -103,7 +103,10 @@ class ONNXRuntimeDetector(BaseModel):
         """The graph's ``(bs, N, 5 + nc)`` output for a ``(bs, 3, H, W)``
         batch (image by image for a graph of static batch 1)."""
         self._check_shape(inputs)
-        batch = inputs.detach().cpu().numpy().astype(self.input_dtype)
+        # C order: a channels_last batch's array has other strides, which
+        # OpenVINO would read as if it were C-ordered
+        batch = np.ascontiguousarray(
+            inputs.detach().cpu().numpy().astype(self.input_dtype))
         static_batch = self.input_shape[0]
         if isinstance(static_batch, int) and static_batch != len(batch):
             if static_batch != 1:

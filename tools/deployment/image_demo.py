@@ -18,6 +18,9 @@ Example::
 
     python tools/deployment/image_demo.py demo/ configs/yolov7_tiny_demo.py \\
         --weights work_dirs/yolov7_tiny_demo/epoch_12.pth --save-txt
+    # the same through an export: ONNX (onnxruntime) or OpenVINO IR
+    python tools/deployment/image_demo.py video.mp4 configs/yolov7_tiny_demo.py \\
+        --weights int8.xml
 """
 import argparse
 import copy
@@ -80,7 +83,11 @@ class YOLOv7Inferencer(DetInferencer):
 
     def _init_model(self, cfg: Config, weights: Optional[str],
                     device: str = 'cpu') -> torch.nn.Module:
-        model = load_detector(cfg, weights, device=device, deploy=self.deploy)
+        if str(weights).endswith(('.onnx', '.xml')):
+            model = exported_model(cfg, weights)
+        else:
+            model = load_detector(cfg, weights, device=device,
+                                  deploy=self.deploy)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         if model.dataset_meta is None:
@@ -143,6 +150,21 @@ class YOLOv7Inferencer(DetInferencer):
                 chunk = []
         if chunk:
             yield chunk
+
+
+def exported_model(cfg: Config, model_file: str) -> torch.nn.Module:
+    """An ``--nms none`` ONNX export (onnxruntime) or an OpenVINO IR, with
+    the config's post-processing and class names (the evaluator models of
+    ``tools/test.py``)."""
+    from mmyolo_ext.deploy.checkpoint import _dataset_meta_from_config
+    from mmyolo_ext.deploy.onnxruntime_detector import ONNXRuntimeDetector
+    from mmyolo_ext.deploy.openvino_detector import OpenVINODetector
+    runtime = (OpenVINODetector
+               if model_file.endswith('.xml') else ONNXRuntimeDetector)
+    model = runtime(model_file, cfg.model).eval()
+    model.cfg = cfg
+    model.dataset_meta = _dataset_meta_from_config(cfg)
+    return model
 
 
 def yolo_txt_rows(pred: DetDataSample, score_thr: float) -> List[str]:
@@ -312,7 +334,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('model', help='config file of the model')
     parser.add_argument(
         '--weights', required=True,
-        help='checkpoint (training, or deploy from tools/model_converters/reparameterize.py)')
+        help='checkpoint (training, or deploy from tools/model_converters/'
+        'reparameterize.py), or an exported model: .onnx (export_onnx.py '
+        '--nms none --dynamic all) or OpenVINO .xml (export_openvino.py)')
     parser.add_argument(
         '--out-dir', default='outputs', help='output folder')
     parser.add_argument(
