@@ -237,7 +237,7 @@ def one_training_step(model, optim_wrapper, seed: int = 0) -> None:
             labels=torch.tensor([0, 2]))
         samples.append(sample)
     losses = model.loss(inputs, samples)
-    optim_wrapper.backward(sum(losses.values()))
+    optim_wrapper.backward(model.parse_losses(losses)[0])
     optim_wrapper.step()  # one optimizer step, whatever the accumulation
     optim_wrapper.zero_grad()
 
