@@ -206,6 +206,8 @@ def test_tool_writes_pngs_and_summary(tmp_path):
     assert tool.main([
         str(ROOT / 'configs' / 'yolov7_tiny_demo.py'), '--num-images', '2',
         '--out-dir', str(out), '--cfg-options',
+        # the demo's pipeline letterboxes to img_scale: the images' size here
+        'img_scale=(128,128)',
         f'train_dataloader.dataset.data_root={root}/',
         *(f'train_dataloader.dataset.generate.{k}={v}'
           for k, v in GENERATE.items())
