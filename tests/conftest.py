@@ -14,13 +14,3 @@ import torch
 # against 0.3-0.5 s with one, measured at load 5. The subprocesses of the
 # tests run with OMP_NUM_THREADS=1 (or set one thread) themselves.
 torch.set_num_threads(1)
-
-
-
-def pytest_collection_modifyitems(session, config, items):
-    """Tests that fork a training process (tests/helpers/forked_train.py)
-    run first: a fork of a process in which OpenVINO or onnxruntime have
-    started their thread pools (the deploy tests) can hang in the child."""
-    from helpers import forked_train
-    items.sort(key=lambda item: forked_train.start_train not in vars(
-        item.module).values())

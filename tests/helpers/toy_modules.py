@@ -19,7 +19,7 @@ from mmyolo_ext.engine.checkpoint_files import (FINISHER, AtomicLocalBackend,
 KILLED_EXIT_CODE = 57
 
 
-@MODELS.register_module()
+@MODELS.register_module(force=True)
 class CompatToyModel(BaseModel):
 
     def __init__(self) -> None:
@@ -34,7 +34,7 @@ class CompatToyModel(BaseModel):
         return out
 
 
-@DATASETS.register_module()
+@DATASETS.register_module(force=True)
 class CompatToyDataset(BaseDataset):
     """32 samples of y = x . w + 1 with a fixed w."""
 
@@ -48,7 +48,7 @@ class CompatToyDataset(BaseDataset):
         return [dict(inputs=xi, targets=yi) for xi, yi in zip(x, y)]
 
 
-@HOOKS.register_module()
+@HOOKS.register_module(force=True)
 class KillAfterIterHook(Hook):
     """Ends the process abruptly (as a kill would) after the iteration given
     by the environment variable TOY_KILL_AT, once that iteration's
@@ -63,7 +63,7 @@ class KillAfterIterHook(Hook):
             os._exit(KILLED_EXIT_CODE)
 
 
-@DATASETS.register_module()
+@DATASETS.register_module(force=True)
 class ToyDatasetWithNaN(CompatToyDataset):
     """CompatToyDataset whose sample 5 has a NaN input: the batch holding it
     has a non-finite loss, so its optimizer step is skipped and counted."""
@@ -75,7 +75,7 @@ class ToyDatasetWithNaN(CompatToyDataset):
         return data_list
 
 
-@HOOKS.register_module()
+@HOOKS.register_module(force=True)
 class SampleOrderHook(Hook):
     """Appends ``<iteration> <epoch> <sample indices>`` after each training
     iteration to the file named by TOY_ORDER_FILE (nothing when unset)."""
@@ -126,7 +126,7 @@ register_backend('toy_slow_chunked', SlowChunkedBackend, force=True)
 register_backend('toy_full_disk', FullDiskBackend, force=True)
 
 
-@METRICS.register_module()
+@METRICS.register_module(force=True)
 class ToyScoreMetric(BaseMetric):
     """``toy/score``: minus the mean squared error of the predictions (the
     higher the better)."""
