@@ -43,3 +43,21 @@ def tiny_demo_cfg(tmp_path: Path, **kwargs) -> Config:
     cfg = Config.fromfile(str(tiny_demo_config(tmp_path, **kwargs)))
     cfg.work_dir = str(tmp_path / 'work')
     return cfg
+
+
+def small_eval_config(tmp_path: Path) -> Path:
+    """The demo config evaluating 4 generated validation images in rect
+    batches of 2 (for tools/test.py on an exported model)."""
+    cfg_path = tmp_path / 'small_demo.py'
+    cfg_path.write_text(textwrap.dedent(f"""
+        _base_ = [{str(DEMO_CONFIG)!r}]
+        data_root = {str(tmp_path / 'shapes') + '/'!r}
+        val_dataloader = dict(batch_size=2, dataset=dict(
+            data_root=data_root, generate=dict(num_train=1, num_val=4),
+            batch_shapes_cfg=dict(batch_size=2)))
+        test_dataloader = val_dataloader
+        val_evaluator = dict(ann_file=data_root +
+                             'annotations/instances_val.json')
+        test_evaluator = val_evaluator
+        """))
+    return cfg_path

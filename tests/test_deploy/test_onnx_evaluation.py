@@ -5,7 +5,6 @@ import json
 import pickle
 import runpy
 import sys
-import textwrap
 
 import pytest
 import torch
@@ -15,6 +14,7 @@ from mmengine.config import Config
 pytest.importorskip('onnxruntime')
 
 from helpers.calibrated_detector import ROOT, calibrated_detector  # noqa: E402
+from helpers.tiny_demo import small_eval_config
 from mmyolo_ext.deploy.onnx_export import export_onnx  # noqa: E402
 
 
@@ -41,18 +41,7 @@ def calibrated():
 
 def test_onnx_model_evaluates_like_pytorch(tmp_path, monkeypatch,
                                            calibrated):
-    cfg_path = tmp_path / 'small_demo.py'
-    cfg_path.write_text(textwrap.dedent(f"""
-        _base_ = [{str(ROOT / 'configs' / 'yolov7_tiny_demo.py')!r}]
-        data_root = {str(tmp_path / 'shapes') + '/'!r}
-        val_dataloader = dict(batch_size=2, dataset=dict(
-            data_root=data_root, generate=dict(num_train=1, num_val=4),
-            batch_shapes_cfg=dict(batch_size=2)))
-        test_dataloader = val_dataloader
-        val_evaluator = dict(ann_file=data_root +
-                             'annotations/instances_val.json')
-        test_evaluator = val_evaluator
-        """))
+    cfg_path = small_eval_config(tmp_path)
     model = copy.deepcopy(calibrated)
     ckpt = tmp_path / 'model.pth'
     torch.save(dict(state_dict=model.state_dict(), meta=dict()), ckpt)

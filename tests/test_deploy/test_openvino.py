@@ -8,7 +8,6 @@ import copy
 import pickle
 import runpy
 import sys
-import textwrap
 
 import cv2
 import numpy as np
@@ -21,6 +20,7 @@ pytest.importorskip('nncf')
 
 from helpers.calibrated_detector import (ROOT, calibrated_detector,  # noqa: E402
                                          photo_views)
+from helpers.tiny_demo import small_eval_config
 from mmyolo_ext.deploy import reparameterize  # noqa: E402
 from mmyolo_ext.deploy.openvino_export import (export_openvino,  # noqa: E402
                                                read_openvino_metadata)
@@ -211,18 +211,7 @@ def test_test_tool_evaluates_ir_like_pytorch(tiny, tmp_path, monkeypatch):
     """tools/test.py CONFIG fp32.xml: rect batches of several shapes (the
     IR reshaped per shape), the PyTorch model's detections image by
     image."""
-    cfg_path = tmp_path / 'small_demo.py'
-    cfg_path.write_text(textwrap.dedent(f"""
-        _base_ = [{str(ROOT / 'configs' / 'yolov7_tiny_demo.py')!r}]
-        data_root = {str(tmp_path / 'shapes') + '/'!r}
-        val_dataloader = dict(batch_size=2, dataset=dict(
-            data_root=data_root, generate=dict(num_train=1, num_val=4),
-            batch_shapes_cfg=dict(batch_size=2)))
-        test_dataloader = val_dataloader
-        val_evaluator = dict(ann_file=data_root +
-                             'annotations/instances_val.json')
-        test_evaluator = val_evaluator
-        """))
+    cfg_path = small_eval_config(tmp_path)
     ckpt = tmp_path / 'model.pth'
     torch.save(dict(state_dict=tiny['model'].state_dict(), meta=dict()), ckpt)
     xml = tmp_path / 'ir' / 'model.xml'
