@@ -14,8 +14,11 @@ with a data.yaml). Then, in one process with one thread (cv2, torch):
 
 * ms per sample of ``__getitem__``, 640 px, ``hyp.scratch.custom`` (mosaic
   4/9, random_perspective scale 0.5 / translate 0.2, HSV, flip; the
-  recipe's ``configs/yolov7_l_custom.py`` train dataset), of: ours; ours
-  with ``cache_images='ram'``; MMYOLO's transforms as the recipes used
+  recipe's ``configs/yolov7_l_custom.py`` train dataset), of: ours (HSV
+  gains drawn there, applied by the model's data preprocessor on its
+  device, as the recipes do), and ``+hsv`` with HSV applied in
+  ``__getitem__`` as the official does; each also with
+  ``cache_images='ram'``; MMYOLO's transforms as the recipes used
   them before (Mosaic / Mosaic9 + YOLOv5RandomAffine + YOLOv5HSVRandomAug,
   ``--mmyolo``); and with ``--official PATH`` (a checkout of
   WongKinYiu/yolov7) the official dataset without and with
@@ -24,6 +27,8 @@ with a data.yaml). Then, in one process with one thread (cv2, torch):
   load change on a shared machine hits all alike; the median is reported.
 * ``--workers N``: images per second of a whole train dataloader (batch 16)
   with N worker processes, ours and the official (with their caches too).
+* the data preprocessor's HSV, ms per image, on ``--hsv-device`` (CUDA
+  when there is one; on the CPU it is OpenCV's, the ``+hsv`` cost).
 * ``--profile``: the functions taking the time (cProfile, tottime) of ours
   and the official, grouped.
 """
@@ -126,9 +131,11 @@ def make_data(root: str, count: int, seed: int = 0) -> str:
 
 
 # ---- contenders ---------------------------------------------------------------
-def ours(data_yaml: str, cache=None, mmyolo=False):
+def ours(data_yaml: str, cache=None, mmyolo=False, hsv_on_device=True):
     """``__getitem__`` of the recipe's train dataset (or of the previous
-    MMYOLO-transform pipeline with the same hyp)."""
+    MMYOLO-transform pipeline with the same hyp); with ``hsv_on_device``
+    False, HSV is applied in ``__getitem__`` instead of by the model's data
+    preprocessor."""
     from mmengine.registry import init_default_scope
     from mmyolo.registry import DATASETS
 
@@ -138,6 +145,9 @@ def ours(data_yaml: str, cache=None, mmyolo=False):
         osp.join(REPO, 'configs', 'yolov7_l_custom.py'),
         dict(data_yaml=data_yaml, cache_images=cache))
     dataset = dict(cfg.train_dataloader.dataset)
+    for step in dataset['pipeline']:
+        if step['type'] == 'YOLOv7HSVAug':
+            step['on_device'] = hsv_on_device
     if mmyolo:
         dataset['pipeline'] = mmyolo_pipeline(HYP_CUSTOM, 640)
     return DATASETS.build(dataset)
@@ -284,6 +294,35 @@ def paste_in_cost(root: str, rounds: int, samples: int) -> None:
               f'(+{extra:.2f})')
 
 
+def preprocessor_hsv(device: str, batch: int = 16, size: int = 640) -> None:
+    """ms per image of the HSV gains applied by the model's data
+    preprocessor (``hsv_augment_batch``) to a batch of photo-like images on
+    ``device``: OpenCV image by image on the CPU, torch on an
+    accelerator."""
+    from mmyolo_ext.models.data_preprocessors import hsv_augment_batch
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (batch, 3, size // 8, size // 8),
+                         dtype=np.uint8)
+    inputs = torch.nn.functional.interpolate(
+        torch.from_numpy(small).float(), size=(size, size),
+        mode='bilinear').to(torch.uint8).to(device)
+    gains = torch.from_numpy(
+        rng.uniform(-1, 1, (batch, 3)) * [0.015, 0.7, 0.4] + 1)
+    sync = torch.cuda.synchronize if device.startswith('cuda') else (
+        lambda: None)
+    hsv_augment_batch(inputs, gains)  # warm-up
+    times = []
+    for _ in range(5):
+        sync()
+        start = time.perf_counter()
+        hsv_augment_batch(inputs, gains)
+        sync()
+        times.append((time.perf_counter() - start) / batch * 1e3)
+    print(f'\nHSV in the data preprocessor ({device}, batch {batch} x '
+          f'{size}): {statistics.median(times):.2f} ms / image (median of 5; '
+          f'load {os.getloadavg()[0]:.2f})')
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--make-data', metavar='DIR')
@@ -301,6 +340,9 @@ def main() -> None:
     parser.add_argument('--batches', type=int, default=20)
     parser.add_argument('--profile', action='store_true')
     parser.add_argument(
+        '--hsv-device', default='cuda' if torch.cuda.is_available() else
+        'cpu', help="where the data preprocessor's HSV is timed")
+    parser.add_argument(
         '--paste-in', action='store_true',
         help='also the cost of paste_in: the COCO recipe (yolov7_l_coco) '
         'on the COCO json of the set, paste_in 1.0 vs 0')
@@ -314,8 +356,12 @@ def main() -> None:
     data_yaml = osp.join(args.data, 'data.yaml')
     print(f'load: {os.getloadavg()}')
     contenders, datasets = {}, {}
+    # the recipes: HSV gains drawn in __getitem__, applied by the model's
+    # data preprocessor; "+hsv": HSV applied in __getitem__ as the official
     datasets['ours'] = ours(data_yaml)
     datasets['ours ram'] = ours(data_yaml, 'ram')
+    datasets['ours +hsv'] = ours(data_yaml, hsv_on_device=False)
+    datasets['ours ram +hsv'] = ours(data_yaml, 'ram', hsv_on_device=False)
     if args.mmyolo:
         datasets['mmyolo'] = ours(data_yaml, mmyolo=True)
     if args.official:
@@ -333,7 +379,8 @@ def main() -> None:
         print(f'| {name} | {statistics.median(ts):.2f} '
               f'({min(ts):.2f}-{max(ts):.2f}) |')
     pairs = [('ours', 'official'), ('ours ram', 'official ram'),
-             ('ours', 'mmyolo'), ('ours ram', 'official')]
+             ('ours +hsv', 'official'), ('ours ram +hsv', 'official ram'),
+             ('ours +hsv', 'mmyolo'), ('ours ram', 'official')]
     for a, b in pairs:
         if a in times and b in times:
             r = [x / y for x, y in zip(times[a], times[b])]
@@ -342,12 +389,15 @@ def main() -> None:
     if args.workers:
         print(f'\nwhole train dataloader, batch 16, {args.workers} workers '
               f'(images/s; load {os.getloadavg()[0]:.2f}):')
-        from mmengine.dataset import pseudo_collate
+        from mmyolo_ext.datasets import yolov5_collate_with_files
         for name, ds in datasets.items():
+            # ours: the recipes' collate, which stacks the batch as the
+            # official's does
             collate = (ds.collate_fn if name.startswith('official') else
-                       pseudo_collate)
+                       yolov5_collate_with_files)
             rate = loader_rate(ds, collate, args.workers, args.batches)
             print(f'  {name}: {rate:.1f}')
+    preprocessor_hsv(args.hsv_device)
     if args.paste_in:
         paste_in_cost(args.data, args.rounds, args.samples)
     if args.profile:

@@ -1,2 +1,2 @@
-from . import (backbones, dense_heads, detectors, layers, losses,  # noqa: F401
-               necks, task_modules)
+from . import (backbones, data_preprocessors, dense_heads,  # noqa: F401
+               detectors, layers, losses, necks, task_modules)

@@ -1,7 +1,7 @@
 """The official YOLOv7 training geometry written out plainly, from
 WongKinYiu/yolov7 utils/datasets.py (``load_image``, ``load_mosaic``,
 ``load_mosaic9``, ``letterbox``, ``random_perspective``,
-``box_candidates``): the canvas is built, then warped. Independent of
+``box_candidates``, ``augment_hsv``): the canvas is built, then warped. Independent of
 mmyolo_ext's transforms (the reference the fused ones are tested against);
 the random draws are given, not drawn."""
 import math
@@ -174,3 +174,15 @@ def random_perspective(img, targets, draws, border):
         targets = targets[keep]
         targets[:, 1:5] = new[keep]
     return img, targets, keep, M
+
+
+def augment_hsv(img, r):
+    """``augment_hsv`` with its gains ``r`` (1 + U(-1, 1) * hyp) given."""
+    hue, sat, val = cv2.split(cv2.cvtColor(img, cv2.COLOR_BGR2HSV))
+    x = np.arange(0, 256, dtype=np.int16)
+    lut_hue = ((x * r[0]) % 180).astype(img.dtype)
+    lut_sat = np.clip(x * r[1], 0, 255).astype(img.dtype)
+    lut_val = np.clip(x * r[2], 0, 255).astype(img.dtype)
+    img_hsv = cv2.merge((cv2.LUT(hue, lut_hue), cv2.LUT(sat, lut_sat),
+                         cv2.LUT(val, lut_val))).astype(img.dtype)
+    return cv2.cvtColor(img_hsv, cv2.COLOR_HSV2BGR)

@@ -111,6 +111,7 @@ def test_train_pipeline_matches_hyp(arch):
     assert (mixup.alpha, mixup.beta) == (8.0, 8.0)
     assert (hsv.hsv_h, hsv.hsv_s, hsv.hsv_v) == (
         hyp['hsv_h'], hyp['hsv_s'], hyp['hsv_v'])
+    assert hsv.on_device is True  # drawn here, applied by the model's device
     assert paste_in.prob == pytest.approx(hyp['paste_in'])
     assert tuple(paste_in.img_scale) == (size, size)
     assert flip.prob == hyp['fliplr'] and 'direction' not in flip
@@ -181,7 +182,8 @@ def test_model_and_loss_match_official(arch):
     assert cfg.model.train_cfg.aux_assigner.type == 'V7AuxAssigner'
     assert tuple(cfg.img_scale) == (size, size)
     assert 'input_size' not in cfg  # one name for the input size
-    assert cfg.model.data_preprocessor.type == 'YOLOv5DetDataPreprocessor'
+    # applies the HSV gains the pipeline leaves to it (on_device)
+    assert cfg.model.data_preprocessor.type == 'YOLOv7DataPreprocessor'
 
 
 @pytest.mark.parametrize('arch', sorted(MODELS))

@@ -12,8 +12,10 @@ anchors = [[(12, 16), (19, 36), (40, 28)], [(36, 75), (76, 55), (72, 146)],
            [(142, 110), (192, 243), (459, 401)]]  # per level (w, h) in pixels
 model = dict(
     type='YOLOv7Detector',
+    # YOLOv5DetDataPreprocessor that also applies the train pipeline's HSV
+    # gains to the batch on the model's device (YOLOv7HSVAug(on_device=True))
     data_preprocessor=dict(
-        type='YOLOv5DetDataPreprocessor',
+        type='YOLOv7DataPreprocessor',
         mean=[0., 0., 0.],
         std=[255., 255., 255.],
         bgr_to_rgb=True),

@@ -15,20 +15,28 @@ TRAIN_HYP_KEYS = ('mosaic', 'degrees', 'translate', 'scale', 'shear',
                   'hsv_v', 'flipud', 'fliplr')
 MOSAIC9_PROB = 0.2  # __getitem__: load_mosaic9 when random() >= 0.8
 MIXUP_BETA = 8.0  # __getitem__: r = np.random.beta(8.0, 8.0)
+# hsv_gains: drawn by YOLOv7HSVAug(on_device=True), applied by the model's
+# YOLOv7DataPreprocessor
 TRAIN_META_KEYS = ('img_id', 'img_path', 'ori_shape', 'img_shape', 'flip',
-                   'flip_direction')
+                   'flip_direction', 'hsv_gains')
 TEST_META_KEYS = ('img_id', 'img_path', 'ori_shape', 'img_shape',
                   'scale_factor', 'pad_param')
 
 
 def yolov7_train_pipeline(hyp: dict,
                           img_scale: Tuple[int, int],
-                          backend_args: Optional[dict] = None) -> List[dict]:
+                          backend_args: Optional[dict] = None,
+                          hsv_on_device: bool = True) -> List[dict]:
     """The official training augmentation (``LoadImagesAndLabels`` with
     ``augment=True``) for ``hyp`` at ``img_scale``, in its order: mosaic
     (4 or 9 images) or letterbox + random_perspective; mixup (another
     mosaic); HSV; paste_in; up-down and left-right flips; packing. Steps
-    whose probability is 0 (mixup, paste_in, flipud) are left out."""
+    whose probability is 0 (mixup, paste_in, flipud) are left out.
+
+    With ``hsv_on_device`` (the recipes' choice) the HSV step draws each
+    sample's gains and the model's ``YOLOv7DataPreprocessor`` applies them
+    to the batch on its device: the two colour conversions of every sample
+    leave the data workers (``benchmarks/pipeline.py`` measures both)."""
     missing = [k for k in TRAIN_HYP_KEYS if k not in hyp]
     if missing:
         raise KeyError(f'hyp lacks {missing} (the official hyp keys: '
@@ -64,7 +72,8 @@ def yolov7_train_pipeline(hyp: dict,
             type='YOLOv7HSVAug',
             hsv_h=hyp['hsv_h'],
             hsv_s=hyp['hsv_s'],
-            hsv_v=hyp['hsv_v']))
+            hsv_v=hyp['hsv_v'],
+            on_device=hsv_on_device))
     if hyp['paste_in']:
         pipeline.append(
             dict(
