@@ -20,8 +20,8 @@ import pytest
 import torch
 
 import mmyolo_ext  # noqa: F401  (registers our hook, weights-only loads)
-from helpers.forked_train import (TRAIN, kill_after, run_train, start_train,
-                                  wait)
+from helpers.forked_train import (TRAIN, has_ended, kill_after, run_train,
+                                  start_train, wait)
 from helpers.paths import ROOT, TOY
 from helpers.tools import load_tool
 from mmyolo_ext.engine import checkpoint_files
@@ -140,7 +140,7 @@ def test_sigkill_at_random_moments_then_resume_ends_as_uninterrupted(
             while len(seen) < writes:
                 seen.update(p.name for p in work.glob(f'.*{TEMP_INFIX}*'))
                 assert time.monotonic() < deadline, log.read_text()[-3000:]
-                if os.waitpid(pid, os.WNOHANG)[0]:
+                if has_ended(pid):
                     pytest.fail('the run ended before it was killed')
                 time.sleep(0.001)
             delay = rng.uniform(0, 0.02)
@@ -246,16 +246,15 @@ def test_a_new_best_checkpoint_replaces_the_previous_one_without_a_gap(
     work = tmp_path / 'work'
     log = tmp_path / 'log.txt'
     pid = start_train([str(cfg), '--work-dir', str(work)], log)
-    seen, gaps, done = set(), 0, 0
+    seen, gaps, done = set(), 0, False
     while not done:
-        done = os.waitpid(pid, os.WNOHANG)[0]
+        done = has_ended(pid)
         best = [p.name for p in work.glob('best_*.pth')] if work.exists() \
             else []
         gaps += bool(seen) and not best
         seen.update(best)
         time.sleep(0.0005)
-    assert os.waitstatus_to_exitcode(
-        os.waitpid(pid, 0)[1] if not done else 0) == 0
+    assert wait(pid) == 0
     text = log.read_text()
     assert 'Traceback' not in text, text[-3000:]
     replaced = text.count('The previous best checkpoint')
