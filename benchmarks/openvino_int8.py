@@ -91,6 +91,9 @@ def latency(name: str, size: int, threads: int, warmup: int, repeats: int,
     with torch.no_grad():
         for i in range(warmup + repeats):
             for k, run in variants.items():
+                # onnxruntime's pool spins on the cores for a while after a
+                # run; a pause keeps that off the next variant's time
+                time.sleep(0.2)
                 start = time.perf_counter()
                 run()
                 if i >= warmup:

@@ -10,15 +10,13 @@
 # <work_dir>/curves.png (loss and mAP curves; numbers in curves.json).
 #
 # Measured on this project's 2-core CPU (torch's default 2 threads, quiet,
-# fresh run, bfloat16 autocast + channels_last: 0.17 s an iteration; float32
-# NCHW took 0.54-0.92 s): bbox mAP_50 0.16 / 0.28 / 0.38 / 0.52 / 0.66 /
-# 0.72 / 0.76 (mAP 0.06 / 0.13 / 0.20 / 0.28 / 0.37 / 0.45 / 0.48) after
-# epochs 2 / 4 / 6 / 7 / 8 / 10 / 12, at 0.9 / 1.8 / 2.6 / 3.0 / 3.5 / 4.5 /
-# 5.5 min of wall time. With the recipe's train pipeline (see augmentation
-# below), a fresh run at OMP_NUM_THREADS=1 beside other trainings (load
-# 6-10, 1.6 s an iteration, 56 min): mAP_50 0.10 / 0.21 / 0.37 / 0.50 / 0.55
-# / 0.74 / 0.76 (mAP 0.04 / 0.09 / 0.17 / 0.27 / 0.32 / 0.46 / 0.49) after
-# the same epochs.
+# fresh run, 2026-12-05; AVX2 without bfloat16, so float32 + channels_last:
+# 0.40 s an iteration): bbox mAP_50 0.17 / 0.20 / 0.39 / 0.58 / 0.67 / 0.75 /
+# 0.77 (mAP 0.06 / 0.08 / 0.17 / 0.30 / 0.40 / 0.48 / 0.49) after epochs
+# 2 / 4 / 6 / 7 / 8 / 10 / 12, at 2.1 / 4.1 / 6.1 / 7.0 / 7.9 / 9.8 / 11.7 min
+# of wall time. On a CPU with AVX512-BF16 (bfloat16 autocast, 0.17 s an
+# iteration) an earlier run gave mAP_50 0.52 after epoch 7 (3.0 min) and
+# 0.76 after 12 (5.5 min).
 #
 # Model: the official yolov7-tiny, 3 classes. Recipe: the official tiny
 # recipe (yolov7_tiny_coco.py) adapted to 480 images and a 15-minute budget

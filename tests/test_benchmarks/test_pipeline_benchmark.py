@@ -31,6 +31,8 @@ def test_pipeline_benchmark_runs(tmp_path):
         '--paste-in', '--profile'
     ], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    for row in ('| ours |', '| ours ram |', '| mmyolo |', 'ours / mmyolo',
-                'paste_in 1.0:', 'profile of ours'):
+    for row in ('| ours |', '| ours ram |', '| ours +hsv |',
+                '| ours ram +hsv |', '| mmyolo |', 'ours +hsv / mmyolo',
+                'HSV in the data preprocessor (cpu', 'paste_in 1.0:',
+                'profile of ours'):
         assert row in out.stdout, out.stdout[-3000:]

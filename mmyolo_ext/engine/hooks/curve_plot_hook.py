@@ -75,6 +75,8 @@ class CurvePlotHook(Hook):
                 # a term that appears late is padded, so series stay aligned
                 series = self.losses.setdefault(key,
                                                 [float('nan')] * (count - 1))
+                if hasattr(value, 'detach'):  # a loss still in the graph
+                    value = value.detach()
                 series.append(float(value))
         for series in self.losses.values():
             if len(series) < count:  # a term missing from this iteration
