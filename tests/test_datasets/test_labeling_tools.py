@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
+from helpers.concurrent_runs import command, run_all
 from helpers.paths import ROOT
 from mmyolo_ext.datasets.yolo_dataset import YOLODataset
 
@@ -249,30 +250,52 @@ def test_coco_missing_image_is_named(tmp_path):
     assert code != 0 and 'c.jpg' in log.strip().splitlines()[-1], log
 
 
-@pytest.mark.parametrize('tool', ['roboflow', 'cvat', 'labelstudio', 'coco'])
-def test_each_layout_trains_one_iteration(tmp_path, tool):
+LAYOUTS = ('roboflow', 'cvat', 'labelstudio', 'coco')
+
+
+def layout_data_yaml(tmp_path, tool):
+    """The data.yaml that a user of ``tool`` trains with: the export itself
+    (Roboflow) or what the converter writes from it."""
     if tool == 'coco':
         ann, img_dir = coco_fixture(tmp_path)
         data_yaml = tmp_path / 'yolo' / 'data.yaml'
         assert run_tool('coco2yolo.py', '--out', data_yaml.parent, '--split',
                         'train', ann, img_dir, '--split', 'val', ann,
                         img_dir)[0] == 0
-    else:
-        root = {'roboflow': roboflow, 'cvat': cvat,
-                'labelstudio': labelstudio}[tool](tmp_path)
-        if tool != 'roboflow':
-            assert run_tool('labeling_tool2yolo.py', root, '--val-fraction',
-                            '0.4')[0] == 0
-        data_yaml = root / 'data.yaml'
+        return data_yaml
+    root = {'roboflow': roboflow, 'cvat': cvat,
+            'labelstudio': labelstudio}[tool](tmp_path)
+    if tool != 'roboflow':
+        assert run_tool('labeling_tool2yolo.py', root, '--val-fraction',
+                        '0.4')[0] == 0
+    return root / 'data.yaml'
+
+
+@pytest.fixture(scope='module')
+def one_iteration_runs(tmp_path_factory):
+    """tools/train.py, one iteration of configs/yolov7_tiny_custom.py on
+    each layout; the four runs side by side (each single-threaded)."""
     env = dict(os.environ, OMP_NUM_THREADS='1')
-    out = subprocess.run([
-        sys.executable, str(ROOT / 'tools' / 'train.py'),
-        str(ROOT / 'configs' / 'yolov7_tiny_custom.py'), '--work-dir',
-        str(tmp_path / 'work'), '--cfg-options', f'data_yaml={data_yaml}',
-        'max_epochs=1', 'train_batch_size_per_gpu=2', 'img_scale=(64,64)',
-        'train_num_workers=0', 'val_num_workers=0', 'persistent_workers=False',
-        'train_cfg.val_interval=2'
-    ], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    works, calls = {}, []
+    for tool in LAYOUTS:
+        tmp_path = tmp_path_factory.mktemp(tool)
+        data_yaml = layout_data_yaml(tmp_path, tool)
+        works[tool] = tmp_path / 'work'
+        calls.append(command([
+            sys.executable, str(ROOT / 'tools' / 'train.py'),
+            str(ROOT / 'configs' / 'yolov7_tiny_custom.py'), '--work-dir',
+            str(works[tool]), '--cfg-options', f'data_yaml={data_yaml}',
+            'max_epochs=1', 'train_batch_size_per_gpu=2',
+            'img_scale=(64,64)', 'train_num_workers=0', 'val_num_workers=0',
+            'persistent_workers=False', 'train_cfg.val_interval=2'
+        ], cwd=ROOT, env=env, timeout=600))
+    return {tool: (out, works[tool])
+            for tool, out in zip(LAYOUTS, run_all(*calls))}
+
+
+@pytest.mark.parametrize('tool', LAYOUTS)
+def test_each_layout_trains_one_iteration(one_iteration_runs, tool):
+    out, work = one_iteration_runs[tool]
     log = out.stdout + out.stderr
     assert out.returncode == 0, log[-4000:]
-    assert (tmp_path / 'work' / 'epoch_1.pth').is_file(), log[-4000:]
+    assert (work / 'epoch_1.pth').is_file(), log[-4000:]
