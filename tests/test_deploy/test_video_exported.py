@@ -16,6 +16,7 @@ pytest.importorskip('openvino')
 
 from helpers.calibrated_detector import (PHOTO, ROOT,  # noqa: E402
                                          calibrated_detector, letterbox)
+from helpers.concurrent_runs import run_all  # noqa: E402
 from mmyolo_ext.deploy.onnx_export import export_onnx  # noqa: E402
 from mmyolo_ext.deploy.openvino_export import export_openvino  # noqa: E402
 
@@ -62,11 +63,15 @@ def test_video_through_exports_gives_pytorch_detections(tmp_path):
                 dynamic='all')
     xml = tmp_path / 'ir' / 'model.xml'
     export_openvino(copy.deepcopy(model), str(xml), (320, 320))
-    ref = detect(video, ckpt, tmp_path / 'pytorch')
+    # the three runs side by side (each single-threaded)
+    ref, *exported = run_all(*[
+        lambda w=weights, o=out: detect(video, w, tmp_path / o)
+        for weights, out in ((ckpt, 'pytorch'), (onnx_file, 'onnx'),
+                             (xml, 'xml'))
+    ])
     assert sorted(ref) == [f'clip_{i}' for i in range(1, FRAMES + 1)]
     assert sum(len(r[0]) for r in ref.values()) >= FRAMES  # something found
-    for weights in (onnx_file, xml):
-        got = detect(video, weights, tmp_path / weights.suffix[1:])
+    for weights, got in zip((onnx_file, xml), exported):
         assert sorted(got) == sorted(ref)
         found = total = 0
         for frame, (labels, scores, boxes) in ref.items():
