@@ -18,7 +18,7 @@ Outputs, by ``nms`` mode:
   ``view(bs, na, no, ny, nx).permute(0, 1, 3, 4, 2)``): level by level,
   and within a level anchor, then row, then column, so that row ``i`` of
   level ``l`` is anchor ``i // (ny * nx)``, cell row ``i // nx % ny``,
-  column ``i % nx`` (:func:`official_row_order`).
+  column ``i % nx`` (:meth:`IDetectHead.decode_official`).
 * ``'onnx'``: the standard ONNX ``NonMaxSuppression`` op (runs in
   onnxruntime), and ``'trt'``: TensorRT's ``EfficientNMS_TRT`` plugin. Both
   give the official end2end outputs ``num_dets (bs, 1)`` int32,
@@ -74,35 +74,9 @@ def scores_at_label(score: Tensor, labels: Tensor,
                        torch.full_like(score, -1.).unsqueeze(-1))
 
 
-def official_row_order(rows: Tensor, featmap_sizes: Sequence,
-                       num_anchors: int) -> Tensor:
-    """Rows of :meth:`IDetectHead.decode` (per level: cell row-major, then
-    anchor) put in the official export's order (per level: anchor, row,
-    column).
-
-    Args:
-        rows (Tensor): ``(bs, N, C)`` decoded rows, levels concatenated.
-        featmap_sizes (Sequence): ``(ny, nx)`` of each level (tensors or
-            ints: traced sizes stay symbolic in a dynamic ONNX export).
-        num_anchors (int): Anchors per cell.
-
-    Returns:
-        Tensor: ``(bs, N, C)``, the same rows reordered.
-    """
-    bs, channels = rows.shape[0], rows.shape[-1]
-    levels, start = [], 0
-    for ny, nx in featmap_sizes:
-        count = ny * nx * num_anchors
-        level = rows[:, start:start + count].reshape(bs, ny, nx, num_anchors,
-                                                     channels)
-        levels.append(level.permute(0, 3, 1, 2, 4).reshape(bs, -1, channels))
-        start = start + count
-    return torch.cat(levels, dim=1)
-
-
 def head_row_order(rows: Tensor, featmap_sizes: Sequence,
                    num_anchors: int) -> Tensor:
-    """The inverse of :func:`official_row_order`: exported rows put back in
+    """Exported rows (per level: anchor, row, column) put back in
     :meth:`IDetectHead.decode`'s order (per level: cell, then anchor), so
     that post-processing them breaks score ties as the PyTorch model does.
     """
@@ -260,14 +234,9 @@ class ExportedDetector(nn.Module):
         detector = self.detector
         head = detector.bbox_head
         raw_maps = head(detector.extract_feat(images))
-        boxes, scores = head.decode(raw_maps)
         if self.nms == 'none':
-            xy = (boxes[..., :2] + boxes[..., 2:]) / 2
-            wh = boxes[..., 2:] - boxes[..., :2]
-            rows = torch.cat([xy, wh, scores], dim=-1)
-            featmap_sizes = [m.shape[2:] for m in raw_maps[:head.num_levels]]
-            return official_row_order(rows, featmap_sizes,
-                                      head.num_base_priors)
+            return head.decode_official(raw_maps)
+        boxes, scores = head.decode(raw_maps)
         # NMS in float32: the ONNX op takes no half inputs
         boxes, scores = boxes.float(), scores.float()
         score, labels = single_label_scores(scores)

@@ -103,3 +103,30 @@ def test_onnx_rows_in_official_order(detector, tmp_path):
     sess = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
     (out, ) = sess.run(None, {'images': images.numpy()})
     np.testing.assert_allclose(out, ref.numpy(), atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.parametrize('num_classes', [3, 1])
+def test_official_decode_equals_the_heads_decode(num_classes):
+    """``decode_official`` (the export's planes-first form) against
+    ``decode`` (MMYOLO's coder on flattened maps), rows matched through
+    ``head_row_order``; with one class the class column is 1."""
+    from mmyolo_ext.deploy.onnx_export import head_row_order
+    cfg = Config.fromfile(str(ROOT / 'configs' / 'yolov7_tiny_demo.py'))
+    cfg.model.bbox_head.head_module.num_classes = num_classes
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        head = MODELS.build(cfg.model).bbox_head
+    torch.manual_seed(num_classes)
+    no = 5 + num_classes
+    maps = [torch.randn(2, head.num_base_priors * no, SIZE[0] // s,
+                        SIZE[1] // s) * 3 for s in head.featmap_strides]
+    rows = head.decode_official(maps)
+    sizes = [m.shape[2:] for m in maps]
+    boxes, scores = head.decode(maps)
+    reordered = head_row_order(rows, sizes, head.num_base_priors)
+    cxcy = (boxes[..., :2] + boxes[..., 2:]) / 2
+    wh = boxes[..., 2:] - boxes[..., :2]
+    torch.testing.assert_close(reordered[..., :4], torch.cat([cxcy, wh], -1),
+                               atol=1e-3, rtol=1e-5)
+    torch.testing.assert_close(reordered[..., 4:], scores)
+    if num_classes == 1:
+        assert torch.all(rows[..., 5] == 1)
