@@ -13,7 +13,7 @@ from helpers.paths import ROOT
 from helpers.tools import load_tool
 SCRIPT = ROOT / 'tools' / 'misc' / 'gpu_selfcheck.py'
 CHECKS = ('loss vectors', 'assign 2000 GT', 'demo --amp', 'predict/deploy',
-          'nccl 2 procs', 'benchmark_loss')
+          'hsv on device', 'nccl 2 procs', 'benchmark_loss')
 
 
 def run(*args):
@@ -56,10 +56,12 @@ def test_without_cuda_every_check_is_skipped_and_exit_code_is_0(
 
 def test_dry_run_passes_the_cpu_runnable_checks():
     out = run('--cpu-dry-run', '--checks', 'loss vectors', 'predict/deploy',
-              'nccl 2 procs')
+              'hsv on device', 'nccl 2 procs')
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     rows = table(out.stdout)
     assert rows['loss vectors'][0] == 'PASS'
     assert 'matches equal' in ' '.join(rows['loss vectors'])
     assert rows['predict/deploy'][0] == 'PASS'
+    assert rows['hsv on device'][0] == 'PASS'
+    assert 'vs OpenCV' in ' '.join(rows['hsv on device'])
     assert rows['nccl 2 procs'][0] == 'SKIP'

@@ -16,13 +16,16 @@ Checks (each PASS, FAIL or SKIP, with a figure and its time, in a table):
 * ``predict/deploy``: raw outputs and predicted boxes of the demo model,
   unfused and re-parameterized (``--deploy``), on the device equal to the
   CPU's within tolerance.
+* ``hsv on device``: the recipes' HSV step as the data preprocessor runs it
+  on the device (torch) against OpenCV's, on a batch of 16 images at 640,
+  with its time per image.
 * ``nccl 2 procs``: tools/dist_train.sh with 2 processes (2 GPUs needed).
 * ``benchmark_loss``: benchmarks/loss.py --device cuda (one scenario).
 
 Without CUDA every check is skipped and the exit code is 0. With
 ``--cpu-dry-run`` the parts that can run on a CPU run there (the loss
-vectors and predict/deploy, CPU against CPU; 2 demo iterations with
-bfloat16 autocast) so that the script itself is tested. Exit code 1 when a
+vectors, predict/deploy and hsv on device, CPU against CPU; 2 demo
+iterations with bfloat16 autocast) so that the script itself is tested. Exit code 1 when a
 check fails.
 """
 import argparse
@@ -294,6 +297,41 @@ def check_predict_deploy(device: torch.device, args) -> str:
             f'{worst_box:.1e} px')
 
 
+def check_hsv_on_device(device: torch.device, args) -> str:
+    import numpy as np
+
+    from mmyolo_ext.datasets.transforms.hsv_aug import apply_hsv_gains
+    from mmyolo_ext.models.data_preprocessors import hsv_augment_torch
+    rng = np.random.default_rng(0)
+    small = torch.from_numpy(
+        rng.integers(0, 256, (16, 3, 40, 40), dtype=np.uint8)).float()
+    batch = torch.nn.functional.interpolate(
+        small, size=(640, 640), mode='bilinear').to(torch.uint8)
+    gains = torch.from_numpy(
+        rng.uniform(-1, 1, (16, 3)) * [0.015, 0.7, 0.4] + 1)
+    on_device = batch.to(device)
+    hsv_augment_torch(on_device, gains)  # warm-up
+    sync = torch.cuda.synchronize if device.type == 'cuda' else (
+        lambda: None)
+    sync()
+    start = time.perf_counter()
+    got = hsv_augment_torch(on_device, gains).cpu()
+    sync()
+    per_image = (time.perf_counter() - start) / len(batch) * 1e3
+    worst = off = 0
+    for image, gain, result in zip(batch, gains.numpy(), got):
+        want = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
+        apply_hsv_gains(want, gain)
+        diff = np.abs(result.permute(1, 2, 0).numpy().astype(int) - want)
+        worst, off = max(worst, int(diff.max())), off + int((diff > 0).sum())
+    share = off / got.numel()
+    if worst > 1 or share > 1e-3:
+        raise AssertionError(f'max diff {worst} levels, {share:.1e} of the '
+                             'values differ (1, 1e-3)')
+    return (f'vs OpenCV: max {worst} level, {share:.1e} differ; '
+            f'{per_image:.2f} ms an image')
+
+
 def check_nccl(device: torch.device, args) -> str:
     if device.type != 'cuda' or torch.cuda.device_count() < 2:
         raise Skip(f'needs 2 GPUs ({torch.cuda.device_count()} here)')
@@ -316,7 +354,7 @@ def check_benchmark(device: torch.device, args) -> str:
     if device.type != 'cuda':
         raise Skip('the CUDA benchmark')
     run = subprocess.run(
-        [sys.executable, str(ROOT / 'tools' / 'benchmark_loss.py'),
+        [sys.executable, str(ROOT / 'benchmarks' / 'loss.py'),
          '--device', str(device), '--scenarios', 'bs16_8gt', '--repeats',
          '20', '--mmyolo-repeats', '10'],
         cwd=ROOT, capture_output=True, text=True, timeout=args.timeout)
@@ -333,10 +371,11 @@ CHECKS: List[Tuple[str, Callable]] = [
     ('assign 2000 GT', check_assign_memory),
     ('demo --amp', check_demo_amp),
     ('predict/deploy', check_predict_deploy),
+    ('hsv on device', check_hsv_on_device),
     ('nccl 2 procs', check_nccl),
     ('benchmark_loss', check_benchmark),
 ]
-DRY_RUN = ('loss vectors', 'demo --amp', 'predict/deploy')
+DRY_RUN = ('loss vectors', 'demo --amp', 'predict/deploy', 'hsv on device')
 
 
 def main() -> int:
