@@ -10,6 +10,7 @@ import argparse
 import logging
 
 import torch
+from mmyolo_ext.models.data_preprocessors import check_hsv_placement
 from mmyolo_ext.utils.cli import (add_common_args, build_runner, load_config,
                                   parse, require_checkpoint_file)
 
@@ -118,6 +119,8 @@ def main() -> None:
                              '(listed above); fix them or train without '
                              '--check-data (bad images are then skipped)')
 
+    # HSV gains the pipeline leaves to the model must reach it
+    check_hsv_placement(cfg)
     runner = build_runner(cfg)
     runner.train()
 

@@ -12,7 +12,6 @@ from mmengine.runner import Runner
 import mmyolo_ext  # noqa: F401  (registers modules, applies the compat fixes)
 from mmyolo_ext.engine.config_variables import \
     load_config as load_config_with_variables
-from mmyolo_ext.models.data_preprocessors import check_hsv_placement
 
 
 def add_cfg_options(parser: argparse.ArgumentParser) -> None:
@@ -84,10 +83,7 @@ def require_checkpoint_file(path: str) -> None:
 
 
 def build_runner(cfg: Config) -> Runner:
-    """mmengine's Runner, or the config's ``runner_type``, once the HSV
-    placement of a training config is consistent."""
-    if 'train_dataloader' in cfg and 'model' in cfg:
-        check_hsv_placement(cfg)
+    """mmengine's Runner, or the config's ``runner_type``."""
     if 'runner_type' not in cfg:
         return Runner.from_cfg(cfg)
     return RUNNERS.build(cfg)

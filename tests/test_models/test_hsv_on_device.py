@@ -4,7 +4,10 @@ batch. Checked against the official ``augment_hsv`` (written out in
 tests/helpers/official_augment.py), OpenCV's own conversions over every
 colour, and the workers' form, batch for batch."""
 import copy
+import os
 import random
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -146,6 +149,21 @@ def test_every_recipe_applies_hsv_once_where_it_is_drawn(custom_config):
     bad.train_dataloader.collate_fn = dict(type='yolov5_collate')
     with pytest.raises(ValueError, match='drops the HSV gains'):
         check_hsv_placement(bad)
+
+
+def test_train_tool_refuses_a_preprocessor_that_drops_the_gains(
+        custom_config, tmp_path):
+    data_yaml = custom_config.data_yaml
+    out = subprocess.run([
+        sys.executable, str(ROOT / 'tools' / 'train.py'),
+        str(ROOT / 'configs' / 'yolov7_tiny_custom.py'), '--work-dir',
+        str(tmp_path), '--cfg-options', f'data_yaml={data_yaml}',
+        'model.data_preprocessor.type=YOLOv5DetDataPreprocessor'
+    ], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert out.returncode != 0
+    assert 'leaves the HSV gains to the data preprocessor' in out.stderr, \
+        out.stderr[-2000:]
 
 
 def test_mixed_batches_are_refused():
