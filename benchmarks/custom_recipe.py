@@ -87,11 +87,15 @@ test_evaluator = val_evaluator
 
 
 def plan_runs(work_dir: str, epochs: int, pretrain_epochs: int,
-              shifted_root: str, shapes_root: str) -> Dict[str, Dict]:
-    """Each run's config file and ``--cfg-options``."""
+              shifted_root: str, shapes_root: str,
+              make_shapes: bool = True) -> Dict[str, Dict]:
+    """Each run's config file and ``--cfg-options``; the demo's shapes data
+    (the pre-training runs') is written only with ``make_shapes``."""
     shifted_yaml = generate_shifted_shapes(shifted_root)
-    generate_shapes_dataset(shapes_root)
-    shapes_yaml = export_yolo_layout(shapes_root, shapes_root + '_yolo')
+    shapes_yaml = osp.join(shapes_root + '_yolo', 'data.yaml')
+    if make_shapes:
+        generate_shapes_dataset(shapes_root)
+        shapes_yaml = export_yolo_layout(shapes_root, shapes_root + '_yolo')
     configs = REPO_ROOT / 'configs'
     custom_cfg = str(configs / 'yolov7_tiny_custom.py')
     import mmyolo
@@ -277,9 +281,10 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help='torch threads of each run')
     args = parser.parse_args(argv)
 
-    runs = plan_runs(args.work_dir, args.epochs, args.pretrain_epochs,
-                     args.shifted_root, args.shapes_root)
     wanted = [name for name in RUN_ORDER if name in args.runs]
+    runs = plan_runs(args.work_dir, args.epochs, args.pretrain_epochs,
+                     args.shifted_root, args.shapes_root,
+                     make_shapes=any(n.startswith('pretrain') for n in wanted))
     finetunes = [n for n in wanted if runs[n].get('load_from')]
     if finetunes and not args.finetune_from and (
             'pretrain_yolo' not in wanted and not osp.isfile(
