@@ -18,8 +18,10 @@ class YOLOv7DataPreprocessor(YOLOv5DetDataPreprocessor):
     def forward(self, data: dict, training: bool = False) -> dict:
         samples = data.get('data_samples')
         if training and isinstance(samples, dict) and 'hsv_gains' in samples:
+            # the gains stay on the host, where their tables are made: no
+            # device-to-host sync
+            gains = samples.pop('hsv_gains')
             data = self.cast_data(data)
-            gains = data['data_samples'].pop('hsv_gains')
             data['inputs'] = hsv_augment_batch(data['inputs'], gains)
         return super().forward(data, training)
 
