@@ -20,6 +20,21 @@ from ..losses.compute_loss_ota import build_assigner
 _ASSIGNER_KEYS = ('assigner', 'aux_assigner')
 
 
+def cell_grid(ny, nx, dtype: torch.dtype,
+              device: torch.device) -> Tuple[Tensor, Tensor]:
+    """The column and the row of each cell of an ``ny x nx`` map, cells
+    row-major (two ``(ny * nx,)`` tensors of ``dtype``).
+
+    The ranges are made in the default dtype, then cast, and repeated rather
+    than meshgridded: an ONNX trace keeps the sizes symbolic (export with a
+    dynamic input size).
+    """
+    cols = torch.arange(0, nx, device=device).to(dtype)
+    rows = torch.arange(0, ny, device=device).to(dtype)
+    return (cols.repeat(rows.shape[0]),
+            rows.view(-1, 1).repeat(1, cols.shape[0]).view(-1))
+
+
 @MODELS.register_module()
 class IDetectHead(BaseDenseHead):
     """The YOLOv7 head (IDetect, and IAuxDetect with an auxiliary head).
@@ -187,12 +202,7 @@ class IDetectHead(BaseDenseHead):
                                            self.anchor_sizes.to(device)):
             centre, half = 0.5 * stride, 0.5 * sizes
             base = torch.cat([centre - half, centre + half], 1).to(dtype)
-            # the range in the default dtype first, then cast (ONNX export)
-            shift_x = torch.arange(0, nx, device=device).to(dtype) * stride
-            shift_y = torch.arange(0, ny, device=device).to(dtype) * stride
-            # repeat, not meshgrid: keeps the sizes symbolic in a trace
-            xx = shift_x.repeat(shift_y.shape[0])
-            yy = shift_y.view(-1, 1).repeat(1, shift_x.shape[0]).view(-1)
+            xx, yy = (c * stride for c in cell_grid(ny, nx, dtype, device))
             shifts = torch.stack([xx, yy, xx, yy], dim=-1)
             priors.append((base[None] + shifts[:, None]).view(-1, 4))
         return priors
@@ -298,14 +308,7 @@ class IDetectHead(BaseDenseHead):
                                       self.anchor_sizes.to(raw_maps[0])):
             bs, _, ny, nx = raw.shape
             planes = raw.view(bs, na, no, -1).sigmoid()  # cells row-major
-            # the (column, row) of each cell; arange then repeat keeps the
-            # sizes symbolic in an ONNX trace
-            cols = torch.arange(0, nx, device=raw.device).to(raw.dtype)
-            rows = torch.arange(0, ny, device=raw.device).to(raw.dtype)
-            grid = torch.stack([
-                cols.repeat(rows.shape[0]),
-                rows.view(-1, 1).repeat(1, cols.shape[0]).view(-1)
-            ])
+            grid = torch.stack(cell_grid(ny, nx, raw.dtype, raw.device))
             xy = (planes[:, :, :2] * 2 - 0.5 + grid) * stride
             wh = (planes[:, :, 2:4] * 2)**2 * sizes.view(1, na, 2, 1)
             scores = planes[:, :, 4:]
