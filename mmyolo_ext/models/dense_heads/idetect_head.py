@@ -20,6 +20,40 @@ from ..losses.compute_loss_ota import build_assigner
 _ASSIGNER_KEYS = ('assigner', 'aux_assigner')
 
 
+def select_top_scores(scores: Tensor, score_thr: float, nms_pre: int,
+                      multi_label: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    """The best ``nms_pre`` detections above ``score_thr`` of ``(N, nc)``
+    scores (mmdet's ``filter_scores_and_topk``): every class of a box with
+    ``multi_label``, else its best class. Returns their scores, labels and
+    box indices."""
+    if multi_label:
+        scores, labels, keep, _ = filter_scores_and_topk(
+            scores, score_thr, nms_pre)
+        return scores, labels, keep
+    scores, labels = scores.max(1, keepdim=True)
+    scores, _, keep, kept = filter_scores_and_topk(
+        scores, score_thr, nms_pre, results=dict(labels=labels[:, 0]))
+    return scores, kept['labels'], keep
+
+
+def undo_letterbox(bboxes: Tensor, img_meta: dict) -> None:
+    """Take input-pixel boxes back to the original image in place: remove
+    the letterbox padding (``pad_param``: top, bottom, left, right), then
+    the resize (``scale_factor``)."""
+    pad_param = img_meta.get('pad_param')
+    if pad_param is not None:
+        bboxes -= bboxes.new_tensor(
+            [pad_param[2], pad_param[0], pad_param[2], pad_param[0]])
+    bboxes /= bboxes.new_tensor(img_meta['scale_factor']).repeat((1, 2))
+
+
+def clip_to_original(bboxes: Tensor, img_meta: dict) -> None:
+    """Clip boxes to the original image (``ori_shape``) in place."""
+    height, width = img_meta['ori_shape'][:2]
+    bboxes[:, 0::2].clamp_(0, width)
+    bboxes[:, 1::2].clamp_(0, height)
+
+
 def cell_grid(ny, nx, dtype: torch.dtype,
               device: torch.device) -> Tuple[Tensor, Tensor]:
     """The column and the row of each cell of an ``ny x nx`` map, cells
@@ -385,26 +419,13 @@ class IDetectHead(BaseDenseHead):
                         scores=scores[:, 0],
                         labels=scores[:, 0].int()))
                 continue
-            nms_pre = cfg.get('nms_pre', 100000)
-            if cfg.multi_label:
-                scores, labels, keep, _ = filter_scores_and_topk(
-                    scores, score_thr, nms_pre)
-            else:
-                scores, labels = scores.max(1, keepdim=True)
-                scores, _, keep, kept = filter_scores_and_topk(
-                    scores, score_thr, nms_pre,
-                    results=dict(labels=labels[:, 0]))
-                labels = kept['labels']
+            scores, labels, keep = select_top_scores(
+                scores, score_thr, cfg.get('nms_pre', 100000),
+                cfg.multi_label)
             results = InstanceData(
                 scores=scores, labels=labels, bboxes=boxes[keep])
             if rescale:
-                pad_param = img_meta.get('pad_param')
-                if pad_param is not None:
-                    results.bboxes -= results.bboxes.new_tensor([
-                        pad_param[2], pad_param[0], pad_param[2], pad_param[0]
-                    ])
-                results.bboxes /= results.bboxes.new_tensor(
-                    img_meta['scale_factor']).repeat((1, 2))
+                undo_letterbox(results.bboxes, img_meta)
             if cfg.get('yolox_style', False):
                 cfg.max_per_img = len(results)
             results = self._bbox_post_process(
@@ -413,9 +434,7 @@ class IDetectHead(BaseDenseHead):
                 rescale=False,
                 with_nms=with_nms,
                 img_meta=img_meta)
-            ori_h, ori_w = img_meta['ori_shape'][:2]
-            results.bboxes[:, 0::2].clamp_(0, ori_w)
-            results.bboxes[:, 1::2].clamp_(0, ori_h)
+            clip_to_original(results.bboxes, img_meta)
             results_list.append(results)
         return results_list
 

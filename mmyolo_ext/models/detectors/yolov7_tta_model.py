@@ -5,13 +5,14 @@ from typing import List, Sequence, Union
 
 import torch
 import torch.nn.functional as F
-from mmdet.models.utils import filter_scores_and_topk
 from mmdet.structures import DetDataSample
 from mmengine.model import BaseTTAModel
 from mmengine.structures import InstanceData
 from torch import Tensor
 
 from mmyolo_ext.registry import MODELS
+from ..dense_heads.idetect_head import (clip_to_original, select_top_scores,
+                                        undo_letterbox)
 
 
 def postprocess_decoded(head, boxes: Tensor, scores: Tensor,
@@ -37,30 +38,16 @@ def postprocess_decoded(head, boxes: Tensor, scores: Tensor,
         boxes, objectness, cls_scores = (boxes[keep], objectness[keep],
                                          cls_scores[keep])
     cls_scores = cls_scores * objectness[:, None]
-    nms_pre = cfg.get('nms_pre', 100000)
-    if cfg.get('multi_label', True) and head.num_classes > 1:
-        cls_scores, labels, keep, _ = filter_scores_and_topk(
-            cls_scores, score_thr, nms_pre)
-    else:
-        cls_scores, labels = cls_scores.max(1, keepdim=True)
-        cls_scores, _, keep, kept = filter_scores_and_topk(
-            cls_scores, score_thr, nms_pre,
-            results=dict(labels=labels[:, 0]))
-        labels = kept['labels']
+    cls_scores, labels, keep = select_top_scores(
+        cls_scores, score_thr, cfg.get('nms_pre', 100000),
+        cfg.get('multi_label', True) and head.num_classes > 1)
     results = InstanceData(
         scores=cls_scores, labels=labels, bboxes=boxes[keep])
-    pad_param = img_meta.get('pad_param')
-    if pad_param is not None:  # (top, bottom, left, right)
-        results.bboxes -= results.bboxes.new_tensor(
-            [pad_param[2], pad_param[0], pad_param[2], pad_param[0]])
-    results.bboxes /= results.bboxes.new_tensor(
-        img_meta['scale_factor']).repeat((1, 2))
+    undo_letterbox(results.bboxes, img_meta)
     results = head._bbox_post_process(
         results=results, cfg=cfg, rescale=False, with_nms=True,
         img_meta=img_meta)
-    height, width = img_meta['ori_shape'][:2]
-    results.bboxes[:, 0::2].clamp_(0, width)
-    results.bboxes[:, 1::2].clamp_(0, height)
+    clip_to_original(results.bboxes, img_meta)
     return results
 
 
