@@ -115,6 +115,27 @@ def official_decoded_order(head, raw_maps):
     return torch.cat(out, dim=1)
 
 
+def official_grid_forward(raw_maps, anchors, strides):
+    """The official IDetect inference forward (``--grid``), one-level loop as
+    in ``models/yolo.py``, on the raw ``(bs, na * no, ny, nx)`` maps:
+    ``x.view(bs, na, no, ny, nx).permute(0, 1, 3, 4, 2)``, decoded, then
+    ``view(bs, -1, no)`` and concatenated over levels."""
+    z = []
+    for x, level_anchors, stride in zip(raw_maps, anchors, strides):
+        bs, _, ny, nx = x.shape
+        na = len(level_anchors)
+        x = x.view(bs, na, -1, ny, nx).permute(0, 1, 3, 4, 2).contiguous()
+        yv, xv = torch.meshgrid(torch.arange(ny), torch.arange(nx),
+                                indexing='ij')
+        grid = torch.stack((xv, yv), 2).view(1, 1, ny, nx, 2).float()
+        anchor_grid = torch.tensor(level_anchors).view(1, na, 1, 1, 2)
+        y = x.sigmoid()
+        y[..., 0:2] = (y[..., 0:2] * 2. - 0.5 + grid) * stride
+        y[..., 2:4] = (y[..., 2:4] * 2)**2 * anchor_grid
+        z.append(y.view(bs, -1, y.shape[-1]))
+    return torch.cat(z, 1)
+
+
 # --------------------------------------------------------------------------
 # the official layer graph, executed from a manifest
 

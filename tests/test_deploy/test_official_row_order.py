@@ -9,29 +9,12 @@ from mmengine.config import Config
 from mmengine.registry import MODELS, DefaultScope
 
 import mmyolo_ext  # noqa: F401
+from helpers.official_models import (official_decoded_order,
+                                     official_grid_forward)
 from helpers.paths import ROOT
 from mmyolo_ext.deploy.onnx_export import ExportedDetector, export_onnx
 
 SIZE = (96, 128)  # (h, w): levels of 12x16, 6x8 and 3x4 cells
-
-
-def official_grid_forward(raw_maps, anchors, strides):
-    """The official IDetect inference forward (``--grid``), one-level loop as
-    in ``models/yolo.py``, on the raw ``(bs, na * no, ny, nx)`` maps."""
-    z = []
-    for x, level_anchors, stride in zip(raw_maps, anchors, strides):
-        bs, _, ny, nx = x.shape
-        na = len(level_anchors)
-        x = x.view(bs, na, -1, ny, nx).permute(0, 1, 3, 4, 2).contiguous()
-        yv, xv = torch.meshgrid(torch.arange(ny), torch.arange(nx),
-                                indexing='ij')
-        grid = torch.stack((xv, yv), 2).view(1, 1, ny, nx, 2).float()
-        anchor_grid = torch.tensor(level_anchors).view(1, na, 1, 1, 2)
-        y = x.sigmoid()
-        y[..., 0:2] = (y[..., 0:2] * 2. - 0.5 + grid) * stride
-        y[..., 2:4] = (y[..., 2:4] * 2)**2 * anchor_grid
-        z.append(y.view(bs, -1, y.shape[-1]))
-    return torch.cat(z, 1)
 
 
 @pytest.fixture(scope='module')
@@ -108,9 +91,8 @@ def test_onnx_rows_in_official_order(detector, tmp_path):
 @pytest.mark.parametrize('num_classes', [3, 1])
 def test_official_decode_equals_the_heads_decode(num_classes):
     """``decode_official`` (the export's planes-first form) against
-    ``decode`` (MMYOLO's coder on flattened maps), rows matched through
-    ``head_row_order``; with one class the class column is 1."""
-    from mmyolo_ext.deploy.onnx_export import head_row_order
+    ``decode`` (MMYOLO's coder on flattened maps) put in the official row
+    order; with one class the class column is 1."""
     cfg = Config.fromfile(str(ROOT / 'configs' / 'yolov7_tiny_demo.py'))
     cfg.model.bbox_head.head_module.num_classes = num_classes
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
@@ -120,13 +102,9 @@ def test_official_decode_equals_the_heads_decode(num_classes):
     maps = [torch.randn(2, head.num_base_priors * no, SIZE[0] // s,
                         SIZE[1] // s) * 3 for s in head.featmap_strides]
     rows = head.decode_official(maps)
-    sizes = [m.shape[2:] for m in maps]
-    boxes, scores = head.decode(maps)
-    reordered = head_row_order(rows, sizes, head.num_base_priors)
-    cxcy = (boxes[..., :2] + boxes[..., 2:]) / 2
-    wh = boxes[..., 2:] - boxes[..., :2]
-    torch.testing.assert_close(reordered[..., :4], torch.cat([cxcy, wh], -1),
-                               atol=1e-3, rtol=1e-5)
-    torch.testing.assert_close(reordered[..., 4:], scores)
+    ref = official_decoded_order(head, maps)
+    torch.testing.assert_close(rows[..., :4], ref[..., :4], atol=1e-3,
+                               rtol=1e-5)
+    torch.testing.assert_close(rows[..., 4:], ref[..., 4:])
     if num_classes == 1:
         assert torch.all(rows[..., 5] == 1)

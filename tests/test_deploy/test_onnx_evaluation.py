@@ -14,6 +14,7 @@ from mmengine.config import Config
 pytest.importorskip('onnxruntime')
 
 from helpers.calibrated_detector import ROOT, calibrated_detector  # noqa: E402
+from helpers.detections import assert_detections_found  # noqa: E402
 from helpers.tiny_demo import small_eval_config
 from mmyolo_ext.deploy.onnx_export import export_onnx  # noqa: E402
 
@@ -97,13 +98,7 @@ def test_onnx_model_evaluates_like_pytorch(tmp_path, monkeypatch,
         confident = a['scores'] > 0.05
         assert abs(int(confident.sum()) - int((b['scores'] > 0.05).sum())
                    ) <= 1
-        for box, score, label in zip(a['bboxes'][confident],
-                                     a['scores'][confident],
-                                     a['labels'][confident]):
-            close = ((b['labels'] == label)
-                     & ((b['scores'] - score).abs() < 1e-3)
-                     & ((b['bboxes'] - box).abs().amax(1) < 0.05))
-            assert close.any(), (box, score, label)
+        assert_detections_found(a, b)
 
 
 def test_onnx_export_with_nms_is_refused(tmp_path, calibrated):

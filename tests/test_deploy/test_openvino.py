@@ -13,13 +13,14 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from mmengine.config import Config
 
 ov = pytest.importorskip('openvino')
 pytest.importorskip('nncf')
 
 from helpers.calibrated_detector import (ROOT, calibrated_detector,  # noqa: E402
                                          photo_views)
+from helpers.detections import assert_detections_found  # noqa: E402
+from helpers.official_models import official_grid_forward  # noqa: E402
 from helpers.tiny_demo import small_eval_config
 from mmyolo_ext.deploy import reparameterize  # noqa: E402
 from mmyolo_ext.deploy.openvino_export import (export_openvino,  # noqa: E402
@@ -29,28 +30,21 @@ SIZE = (160, 160)
 
 
 def official_grid_rows(raw_maps, anchors, strides, num_classes):
-    """The official ``--grid`` rows (per level: anchor, row, column) and the
-    unit of each value (stride for cx, cy; anchor for w, h; 1 for scores).
-    """
-    rows, units = [], []
+    """The official ``--grid`` rows (per level: anchor, row, column; the
+    class column 1 for one class, as documented) and the unit of each value
+    (stride for cx, cy; anchor for w, h; 1 for scores)."""
+    rows = official_grid_forward(raw_maps, anchors, strides)
+    if num_classes == 1:
+        rows[..., 5:] = 1
+    units = []
     for x, level_anchors, stride in zip(raw_maps, anchors, strides):
-        bs, _, ny, nx = x.shape
-        na = len(level_anchors)
-        y = x.view(bs, na, -1, ny, nx).permute(0, 1, 3, 4, 2).sigmoid()
-        yv, xv = torch.meshgrid(torch.arange(ny), torch.arange(nx),
-                                indexing='ij')
-        grid = torch.stack((xv, yv), 2).view(1, 1, ny, nx, 2).float()
-        anchor = torch.tensor(level_anchors).view(1, na, 1, 1, 2)
-        xy = (y[..., :2] * 2 - 0.5 + grid) * stride
-        wh = (y[..., 2:4] * 2)**2 * anchor
-        cls = y[..., 5:] if num_classes > 1 else torch.ones_like(y[..., 5:])
-        rows.append(torch.cat([xy, wh, y[..., 4:5], cls], -1).reshape(
-            bs, -1, 5 + num_classes))
-        unit = torch.ones(na, ny, nx, 5 + num_classes)
+        _, _, ny, nx = x.shape
+        anchor = torch.tensor(level_anchors).view(len(level_anchors), 1, 1, 2)
+        unit = torch.ones(len(level_anchors), ny, nx, 5 + num_classes)
         unit[..., :2] = stride
-        unit[..., 2:4] = anchor[0]
+        unit[..., 2:4] = anchor
         units.append(unit.reshape(-1, 5 + num_classes))
-    return torch.cat(rows, 1).numpy(), torch.cat(units).numpy()
+    return rows.numpy(), torch.cat(units).numpy()
 
 
 def run_ir(xml, images):
@@ -228,16 +222,7 @@ def test_test_tool_evaluates_ir_like_pytorch(tiny, tmp_path, monkeypatch):
     assert len(preds['openvino']) == 4
     shapes = {tuple(p['batch_input_shape']) for p in preds['openvino']}
     assert shapes != {(320, 320)}  # rect batches, not the export size
-    count = 0
-    for a, b in zip(preds['pytorch'], preds['openvino']):
-        a, b = a['pred_instances'], b['pred_instances']
-        confident = a['scores'] > 0.05
-        count += int(confident.sum())
-        for box, score, label in zip(a['bboxes'][confident],
-                                     a['scores'][confident],
-                                     a['labels'][confident]):
-            close = ((b['labels'] == label)
-                     & ((b['scores'] - score).abs() < 1e-3)
-                     & ((b['bboxes'] - box).abs().amax(1) < 0.05))
-            assert close.any(), (box, score, label)
+    count = sum(
+        assert_detections_found(a['pred_instances'], b['pred_instances'])
+        for a, b in zip(preds['pytorch'], preds['openvino']))
     assert count > 5
